@@ -1,0 +1,33 @@
+# One task runner for people and CI. `make demo` and `make test` are the README's quick start.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: an unpinned resolve can pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/infill fill examples/stats.py --line 9 --col 5 --visual
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check infill_engine lsp_server tests
+	$(BIN)/ruff format --check infill_engine lsp_server tests
+
+bench: $(STAMP)
+	$(BIN)/infill bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

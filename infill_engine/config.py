@@ -1,0 +1,77 @@
+"""Denoising settings, validated once; defaults come from the checkpoint when it has them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+# DiffusionGemma's published defaults (transformers' DiffusionGemmaGenerationConfig).
+DEFAULT_STEPS = 48
+DEFAULT_ENTROPY_BOUND = 0.1
+DEFAULT_T_MAX = 0.8
+DEFAULT_T_MIN = 0.4
+DEFAULT_STABILITY = 1
+DEFAULT_CONFIDENCE = 0.005
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """How one canvas is denoised.
+
+    Attributes:
+        max_steps: upper bound on denoising steps (forwards of the decoder).
+        entropy_bound: the sampler accepts tokens while sum(H) - max(H) stays below it.
+        t_max: temperature at the first step; falls linearly to `t_min` at the last.
+        t_min: temperature at the last step.
+        stability_threshold: steps the argmax span must stay unchanged before stopping.
+        confidence_threshold: mean span entropy under which a stable span stops.
+        greedy: take the argmax as each step's proposal instead of sampling.
+        seed: seeds the noise and the sampling, so equal requests give equal results.
+    """
+
+    max_steps: int = DEFAULT_STEPS
+    entropy_bound: float = DEFAULT_ENTROPY_BOUND
+    t_max: float = DEFAULT_T_MAX
+    t_min: float = DEFAULT_T_MIN
+    stability_threshold: int = DEFAULT_STABILITY
+    confidence_threshold: float = DEFAULT_CONFIDENCE
+    greedy: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_steps, int) or self.max_steps <= 0:
+            raise ValueError(f"max_steps must be > 0 (got {self.max_steps})")
+        if self.entropy_bound <= 0:
+            raise ValueError(f"entropy_bound must be > 0 (got {self.entropy_bound})")
+        if not 0 < self.t_min <= self.t_max:
+            raise ValueError(f"need 0 < t_min <= t_max (got {self.t_min}, {self.t_max})")
+        if self.stability_threshold < 0:
+            raise ValueError(
+                f"stability_threshold must be >= 0 (got {self.stability_threshold})"
+            )
+        if self.confidence_threshold <= 0:
+            raise ValueError(
+                f"confidence_threshold must be > 0 (got {self.confidence_threshold})"
+            )
+
+    @classmethod
+    def from_generation_config(cls, gen: Any) -> DenoiseConfig:
+        """Defaults from a checkpoint's `generation_config`, where it sets them."""
+        values: dict[str, Any] = {}
+        sampler = getattr(gen, "sampler_config", None)
+        pairs = {
+            "max_steps": getattr(gen, "max_denoising_steps", None),
+            "entropy_bound": getattr(sampler, "entropy_bound", None),
+            "t_max": getattr(gen, "t_max", None),
+            "t_min": getattr(gen, "t_min", None),
+            "stability_threshold": getattr(gen, "stability_threshold", None),
+            "confidence_threshold": getattr(gen, "confidence_threshold", None),
+        }
+        for name, value in pairs.items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> DenoiseConfig:
+        """A copy with the given fields changed; `None` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,279 @@
+"""The engine: text in, filled span out, with the model resident on its device.
+
+    engine = InfillEngine.load("path/or/hub-id", device="auto")
+    result = engine.fill(InfillRequest(prefix="def add(a, b):\\n    ", suffix="\\n"))
+    print(result.text, result.steps, result.tokens_per_forward)
+
+It knows nothing of editors: no LSP, no tree-sitter. Callers pass a cancel callable that
+the loop checks between steps, and may pass a validity check to rank candidates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from infill_engine import loader
+from infill_engine.canvas import CanvasBatch, cut_at_end_of_span, plan_canvas
+from infill_engine.config import DenoiseConfig
+from infill_engine.denoiser import DiffusionGemmaDenoiser
+from infill_engine.device import Placement, sync
+from infill_engine.loop import StepView, denoise
+
+DEFAULT_SPAN_LENGTHS = (32, 64)
+# The encoder prompt is cut to this many tokens (nearest to the span kept).
+DEFAULT_MAX_PROMPT_TOKENS = 1024
+# Text beyond this many characters per token of budget is never tokenized.
+_CHARS_PER_TOKEN = 8
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    """One hole to fill.
+
+    Attributes:
+        prefix: text before the hole.
+        suffix: text after the hole.
+        span_lengths: span slots to try as one batch; None uses the engine's default.
+        config: per-request overrides of the denoising settings.
+        validate: optional check of a candidate's text; valid candidates rank first.
+    """
+
+    prefix: str
+    suffix: str
+    span_lengths: Sequence[int] | None = None
+    config: DenoiseConfig | None = None
+    validate: Callable[[str], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One span length's result."""
+
+    text: str
+    span_length: int
+    score: float
+    complete: bool
+    valid: bool
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds spent in each phase of a request."""
+
+    tokenize_ms: float = 0.0
+    prefill_ms: float = 0.0
+    denoise_ms: float = 0.0
+    decode_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of all phases."""
+        return self.tokenize_ms + self.prefill_ms + self.denoise_ms + self.decode_ms
+
+
+@dataclass(frozen=True)
+class InfillResult:
+    """The winning middle and how it was made.
+
+    Attributes:
+        text: the middle to insert ('' when cancelled).
+        cancelled: the cancel flag stopped the loop; `text` is empty.
+        steps: decoder forwards run.
+        tokens_per_forward: winning row's tokens (its end-of-span included) per forward.
+        span_length: the winning row's span slots.
+        score: mean confidence of the winning row's tokens.
+        candidates: every row's result, best first.
+        timings: time per phase.
+    """
+
+    text: str
+    cancelled: bool
+    steps: int
+    tokens_per_forward: float
+    span_length: int
+    score: float
+    candidates: tuple[Candidate, ...] = ()
+    timings: Timings = field(default_factory=Timings)
+
+
+CancelFlag = Callable[[], bool] | threading.Event | None
+
+
+class InfillEngine:
+    """A loaded model plus everything needed to fill spans with it.
+
+    Args:
+        model: a `DiffusionGemmaForBlockDiffusion` on its device, in eval mode.
+        tokenizer: its tokenizer.
+        placement: where the model lives.
+        config: default denoising settings (checkpoint's generation config if None).
+        span_lengths: default span slots tried per request.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        placement: Placement,
+        config: DenoiseConfig | None = None,
+        span_lengths: Sequence[int] = DEFAULT_SPAN_LENGTHS,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.placement = placement
+        self.config = config or DenoiseConfig.from_generation_config(
+            getattr(model, "generation_config", None)
+        )
+        self.span_lengths = tuple(span_lengths)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.canvas_length = int(model.config.canvas_length)
+        self.denoiser = DiffusionGemmaDenoiser(model)
+        self.end_ids = _end_of_span_ids(model, tokenizer)
+        self.bos_id = _special_id(tokenizer, model, "bos")
+        self.pad_id = _special_id(tokenizer, model, "pad")
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | None = None,
+        device: str = "auto",
+        trust_remote_code: bool = False,
+        **kwargs: Any,
+    ) -> InfillEngine:
+        """Load a checkpoint (None: the bundled model) and build an engine around it."""
+        loaded = loader.load(name_or_path, device, trust_remote_code)
+        return cls(loaded.model, loaded.tokenizer, loaded.placement, **kwargs)
+
+    def fill(
+        self,
+        request: InfillRequest,
+        cancel: CancelFlag = None,
+        on_step: Callable[[StepView], None] | None = None,
+    ) -> InfillResult:
+        """Fill the span between `request.prefix` and `request.suffix`.
+
+        Args:
+            request: the texts around the hole and per-request settings.
+            cancel: callable or Event checked between steps; when set, the result is
+                cancelled and empty.
+            on_step: called after every step with the canvas (for live views).
+
+        Returns:
+            The best candidate, ranked by validity, completeness, then confidence.
+        """
+        is_cancelled = _as_callable(cancel)
+        config = request.config or self.config
+        t0 = time.perf_counter()
+        batch = self.plan(request)
+        t1 = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            state = self.denoiser.prefill(
+                batch.prompt_ids, len(batch.span_lengths), self.canvas_length
+            )
+            sync(self.placement)
+            t2 = time.perf_counter()
+            outcome = denoise(self.denoiser, state, batch, config, is_cancelled, on_step)
+            sync(self.placement)
+        t3 = time.perf_counter()
+        if outcome.cancelled or outcome.logits is None:
+            timings = Timings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
+            return InfillResult("", True, outcome.steps, 0.0, 0, 0.0, (), timings)
+        candidates = self._candidates(batch, outcome.argmax, outcome.logits, request)
+        best = candidates[0]
+        timings = Timings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3), _ms(t3, time.perf_counter()))
+        produced = len(self._encode(best.text)) + (1 if best.complete else 0)
+        return InfillResult(
+            text=best.text,
+            cancelled=False,
+            steps=outcome.steps,
+            tokens_per_forward=produced / max(outcome.steps, 1),
+            span_length=best.span_length,
+            score=best.score,
+            candidates=tuple(candidates),
+            timings=timings,
+        )
+
+    def plan(self, request: InfillRequest) -> CanvasBatch:
+        """Tokenize the texts around the hole and lay out one canvas per span length."""
+        spans = tuple(request.span_lengths or self.span_lengths)
+        prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
+        prefix_ids = self._encode(request.prefix[-prefix_chars:])
+        suffix_ids = self._encode(request.suffix[: self.canvas_length * _CHARS_PER_TOKEN])
+        return plan_canvas(
+            prefix_ids[-(self.max_prompt_tokens + self.canvas_length) :],
+            suffix_ids,
+            spans,
+            self.canvas_length,
+            self.bos_id,
+            self.pad_id,
+        )
+
+    def _candidates(
+        self,
+        batch: CanvasBatch,
+        argmax: torch.Tensor,
+        logits: torch.Tensor,
+        request: InfillRequest,
+    ) -> list[Candidate]:
+        confidence = torch.softmax(logits.float(), dim=-1).amax(-1).cpu()  # (B, L)
+        rows = argmax.cpu()
+        out = []
+        for row, span in enumerate(batch.span_lengths):
+            ids = rows[row, batch.span_start : batch.span_start + span].tolist()
+            kept = cut_at_end_of_span(ids, self.end_ids)
+            complete = len(kept) < span
+            counted = len(kept) + (1 if complete else 0)
+            conf = confidence[row, batch.span_start : batch.span_start + counted]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            valid = request.validate(text) if request.validate else True
+            out.append(Candidate(text, span, float(conf.mean()), complete, bool(valid)))
+        out.sort(key=lambda c: (c.valid, c.complete, c.score), reverse=True)
+        return out
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _as_callable(cancel: CancelFlag) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
+
+
+def _ms(start: float, end: float) -> float:
+    return (end - start) * 1000.0
+
+
+def _end_of_span_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-span ids: the tokenizer's EOS plus the config's EOS ids."""
+    ids: set[int] = set()
+    for value in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(model.config.get_text_config(), "eos_token_id", None),
+    ):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    if not ids:
+        raise ValueError("the tokenizer and config define no end-of-span (EOS) token")
+    return ids
+
+
+def _special_id(tokenizer: Any, model: Any, kind: str) -> int:
+    value = getattr(tokenizer, f"{kind}_token_id", None)
+    if value is None:
+        value = getattr(model.config.get_text_config(), f"{kind}_token_id", None)
+    if value is None:
+        raise ValueError(f"the tokenizer and config define no {kind} token")
+    return int(value[0] if isinstance(value, list) else value)

@@ -1,0 +1,141 @@
+"""Load a DiffusionGemma checkpoint and its tokenizer once, with one clear error if not.
+
+A local directory is checked before transformers sees it (config, weights, tokenizer),
+so a missing, partial or corrupt directory gives a `ModelLoadError` that names the file
+and the fix, instead of a long traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infill_engine.device import Placement, resolve
+
+BUNDLED_MODEL = Path(__file__).parent / "model"
+MODEL_CLASS = "DiffusionGemmaForBlockDiffusion"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class LoadedModel:
+    """A model resident on its device, with its tokenizer."""
+
+    model: Any
+    tokenizer: Any
+    placement: Placement
+    source: str
+
+
+def default_model() -> str:
+    """The model shipped inside the package."""
+    return str(BUNDLED_MODEL)
+
+
+def load(
+    name_or_path: str | None = None, device: str = "auto", trust_remote_code: bool = False
+) -> LoadedModel:
+    """Load a `DiffusionGemmaForBlockDiffusion` and its tokenizer from a directory or hub id.
+
+    Args:
+        name_or_path: local directory or hub id; None means the bundled model.
+        device: 'auto', 'cuda' or 'cpu'.
+        trust_remote_code: allow code from the checkpoint to run (off unless asked).
+
+    Raises:
+        ModelLoadError: with one message naming what is missing or broken.
+    """
+    source = name_or_path or default_model()
+    try:
+        placement = resolve(device)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        check_directory(path)
+    elif _looks_like_path(source):
+        raise ModelLoadError(f"model directory not found: {source}")
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+
+    local = path.is_dir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path) if local else source, trust_remote_code=trust_remote_code
+        )
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(
+            str(path) if local else source,
+            dtype=placement.dtype,
+            trust_remote_code=trust_remote_code,
+        )
+    except Exception as exc:  # transformers raises many types; the user needs one message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "directory" if local else "hub id (no network? pass a local directory)"
+        raise ModelLoadError(f"could not load model from {where} '{source}': {first}") from exc
+    model.to(placement.device).eval()
+    return LoadedModel(model, tokenizer, placement, source)
+
+
+def check_directory(path: Path) -> None:
+    """Raise `ModelLoadError` unless `path` holds a complete DiffusionGemma checkpoint."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{path} has no config.json: not a model directory")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{config_file} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_file} does not hold a JSON object")
+    kinds = [config.get("model_type")] + list(config.get("architectures") or [])
+    if "diffusion_gemma" not in kinds and MODEL_CLASS not in kinds:
+        raise ModelLoadError(
+            f"{path} holds a '{config.get('model_type')}' model; "
+            f"this engine needs a {MODEL_CLASS} checkpoint"
+        )
+    for shard in _weight_files(path):
+        _check_safetensors(shard)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{path} has no tokenizer (expected one of {', '.join(TOKENIZER_FILES)})"
+        )
+
+
+def _weight_files(path: Path) -> list[Path]:
+    single = path / "model.safetensors"
+    index = path / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{index} is not a valid index: {exc}") from None
+        shards = sorted({path / name for name in weight_map.values()})
+        missing = [s.name for s in shards if not s.is_file()]
+        if missing:
+            raise ModelLoadError(f"{path} is missing weight shards: {', '.join(missing)}")
+        return shards
+    raise ModelLoadError(f"{path} has no weights (model.safetensors or its index)")
+
+
+def _check_safetensors(file: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{file} is truncated or corrupt ({exc}); copy or download it again"
+        ) from None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "~", "/")) or os.sep in name and name.count("/") != 1

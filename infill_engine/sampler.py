@@ -1,0 +1,87 @@
+"""Temperature schedule and entropy-bound sampler, aware of pinned positions.
+
+Both follow DiffusionGemma's recipe (transformers' `LinearTemperatureScheduleLogitsProcessor`
+and `EntropyBoundSampler`), with one change for infilling: only span slots compete for
+acceptance and only span slots are renoised, so pinned tokens never change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Entropy given to pinned positions so they sort after every span slot.
+_NEVER = 1e9
+
+
+@dataclass(frozen=True)
+class LinearTemperature:
+    """t = t_min + (t_max - t_min) * cur_step / max_steps; cur_step counts down N..1."""
+
+    t_max: float
+    t_min: float
+    max_steps: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.t_min <= self.t_max:
+            raise ValueError(f"need 0 < t_min <= t_max (got {self.t_min}, {self.t_max})")
+        if self.max_steps <= 0:
+            raise ValueError(f"max_steps must be > 0 (got {self.max_steps})")
+
+    def __call__(self, cur_step: int) -> float:
+        """Temperature for the step with `cur_step` steps remaining."""
+        return self.t_min + (self.t_max - self.t_min) * cur_step / self.max_steps
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each position's distribution: (B, L, V) -> (B, L)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@dataclass(frozen=True)
+class EntropyBoundSampler:
+    """Accept the lowest-entropy span tokens while sum(H) - max(H) <= entropy_bound.
+
+    At least one span token is accepted per row per step. Tokens not accepted are renoised
+    with uniform random ids, including tokens accepted at an earlier step: that is how a
+    later step may revise an earlier choice.
+    """
+
+    entropy_bound: float
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.entropy_bound <= 0:
+            raise ValueError(f"entropy_bound must be > 0 (got {self.entropy_bound})")
+
+    def draw(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Denoiser proposal per position: (B, L, V) -> (B, L); argmax when greedy."""
+        if self.greedy:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float(), dim=-1)
+        flat = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator)
+        return flat.view(logits.shape[:2])
+
+    def accept(self, logits: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """Which span slots take the proposal this step: (B, L, V), (B, L) -> (B, L) bool."""
+        entropy = token_entropy(logits).masked_fill(~span_mask, _NEVER)  # (B, L)
+        sorted_h, order = torch.sort(entropy, dim=-1)
+        chosen = (torch.cumsum(sorted_h, dim=-1) - sorted_h) <= self.entropy_bound
+        accepted = torch.zeros_like(chosen).scatter(-1, order, chosen)
+        return accepted & span_mask
+
+    @staticmethod
+    def renoise(
+        canvas: torch.Tensor,
+        keep: torch.Tensor,
+        span_mask: torch.Tensor,
+        vocab_size: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Uniform random ids on span slots not kept: (B, L) -> (B, L)."""
+        noise = torch.randint(
+            0, vocab_size, canvas.shape, generator=generator, device=canvas.device
+        )
+        return torch.where(span_mask & ~keep, noise, canvas)

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny DiffusionGemma and tokenizer built in-process, never downloaded."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+
+from infill_engine import configs, tokenizer
+
+
+def _corpus() -> list[str]:
+    """Real code to train the test tokenizer on: this project's own engine sources."""
+    import infill_engine
+
+    root = Path(inspect.getfile(infill_engine)).parent
+    return [p.read_text(encoding="utf-8") for p in sorted(root.glob("*.py"))]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE with a few hundred tokens."""
+    return tokenizer.train_tokenizer(_corpus(), vocab_size=400)
+
+
+def build_tiny_model(tok, seed: int = 0, canvas_length: int = 64):
+    """A randomly initialised two-layer DiffusionGemma with four experts."""
+    torch.manual_seed(seed)
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    config = configs.tiny_config(len(tok), hidden_size=32, canvas_length=canvas_length)
+    return DiffusionGemmaForBlockDiffusion(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    return build_tiny_model(tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer) -> Path:
+    """The tiny model and tokenizer saved with save_pretrained, as a checkpoint dir."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tiny_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from infill_engine import InfillEngine
+
+    return InfillEngine.load(str(tiny_model_dir), device="cpu", span_lengths=(8, 16))
