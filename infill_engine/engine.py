@@ -60,6 +60,7 @@ class Candidate:
     score: float
     complete: bool
     valid: bool
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,9 @@ class InfillEngine:
             )
             sync(self.placement)
             t2 = time.perf_counter()
-            outcome = denoise(self.denoiser, state, batch, config, is_cancelled, on_step)
+            outcome = denoise(
+                self.denoiser, state, batch, config, is_cancelled, on_step
+            )
             sync(self.placement)
         t3 = time.perf_counter()
         if outcome.cancelled or outcome.logits is None:
@@ -188,8 +191,10 @@ class InfillEngine:
             return InfillResult("", True, outcome.steps, 0.0, 0, 0.0, (), timings)
         candidates = self._candidates(batch, outcome.argmax, outcome.logits, request)
         best = candidates[0]
-        timings = Timings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3), _ms(t3, time.perf_counter()))
-        produced = len(self._encode(best.text)) + (1 if best.complete else 0)
+        timings = Timings(
+            _ms(t0, t1), _ms(t1, t2), _ms(t2, t3), _ms(t3, time.perf_counter())
+        )
+        produced = best.tokens + (1 if best.complete else 0)
         return InfillResult(
             text=best.text,
             cancelled=False,
@@ -206,7 +211,9 @@ class InfillEngine:
         spans = tuple(request.span_lengths or self.span_lengths)
         prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
         prefix_ids = self._encode(request.prefix[-prefix_chars:])
-        suffix_ids = self._encode(request.suffix[: self.canvas_length * _CHARS_PER_TOKEN])
+        suffix_ids = self._encode(
+            request.suffix[: self.canvas_length * _CHARS_PER_TOKEN]
+        )
         return plan_canvas(
             prefix_ids[-(self.max_prompt_tokens + self.canvas_length) :],
             suffix_ids,
@@ -234,7 +241,8 @@ class InfillEngine:
             conf = confidence[row, batch.span_start : batch.span_start + counted]
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
             valid = request.validate(text) if request.validate else True
-            out.append(Candidate(text, span, float(conf.mean()), complete, bool(valid)))
+            score = float(conf.mean())
+            out.append(Candidate(text, span, score, complete, bool(valid), len(kept)))
         out.sort(key=lambda c: (c.valid, c.complete, c.score), reverse=True)
         return out
 

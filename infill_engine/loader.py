@@ -40,7 +40,9 @@ def default_model() -> str:
 
 
 def load(
-    name_or_path: str | None = None, device: str = "auto", trust_remote_code: bool = False
+    name_or_path: str | None = None,
+    device: str = "auto",
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load a `DiffusionGemmaForBlockDiffusion` and its tokenizer from a directory or hub id.
 
@@ -63,7 +65,11 @@ def load(
     elif _looks_like_path(source):
         raise ModelLoadError(f"model directory not found: {source}")
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+    from transformers.utils import logging as hf_logging
 
+    # Progress bars and load reports go to stderr, which editors show as the server log.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     local = path.is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -74,10 +80,16 @@ def load(
             dtype=placement.dtype,
             trust_remote_code=trust_remote_code,
         )
-    except Exception as exc:  # transformers raises many types; the user needs one message
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (
+        Exception
+    ) as exc:  # transformers raises many types; the user needs one message
+        first = (
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
         where = "directory" if local else "hub id (no network? pass a local directory)"
-        raise ModelLoadError(f"could not load model from {where} '{source}': {first}") from exc
+        raise ModelLoadError(
+            f"could not load model from {where} '{source}': {first}"
+        ) from exc
     model.to(placement.device).eval()
     return LoadedModel(model, tokenizer, placement, source)
 
@@ -120,7 +132,9 @@ def _weight_files(path: Path) -> list[Path]:
         shards = sorted({path / name for name in weight_map.values()})
         missing = [s.name for s in shards if not s.is_file()]
         if missing:
-            raise ModelLoadError(f"{path} is missing weight shards: {', '.join(missing)}")
+            raise ModelLoadError(
+                f"{path} is missing weight shards: {', '.join(missing)}"
+            )
         return shards
     raise ModelLoadError(f"{path} has no weights (model.safetensors or its index)")
 

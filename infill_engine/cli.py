@@ -1,0 +1,171 @@
+"""`infill`: fill a hole in a file from the command line, or benchmark the engine.
+
+    infill fill FILE --line L --col C [--model PATH_OR_ID] [--device D] [--span N] [--visual]
+
+Line and column are 1-based, as editors show them; the column counts characters. The
+middle is printed on stdout and the file is never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from infill_engine.device import DEVICE_CHOICES
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="infill",
+        description="Fill code in the middle with a DiffusionGemma text-diffusion model.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fill = sub.add_parser(
+        "fill",
+        help="fill the span at a position of a file and print it",
+        description="Fill the span at LINE:COL of FILE and print the middle on stdout. "
+        "The file is not modified.",
+    )
+    fill.add_argument("file", type=Path, help="source file to read")
+    fill.add_argument(
+        "--line", type=int, required=True, help="1-based line of the hole"
+    )
+    fill.add_argument(
+        "--col", type=int, required=True, help="1-based column (characters) of the hole"
+    )
+    fill.add_argument(
+        "--end-line",
+        type=int,
+        help="1-based line where the replaced range ends (default: LINE)",
+    )
+    fill.add_argument(
+        "--end-col",
+        type=int,
+        help="1-based column where the replaced range ends (default: COL)",
+    )
+    add_model_arguments(fill)
+    fill.add_argument(
+        "--span",
+        type=int,
+        action="append",
+        help="span slots to try (repeat for several lengths, denoised as one batch; "
+        "default: the engine's lengths)",
+    )
+    fill.add_argument(
+        "--steps", type=int, help="maximum denoising steps (default: model's)"
+    )
+    fill.add_argument(
+        "--seed", type=int, help="seed for noise and sampling (default 0)"
+    )
+    fill.add_argument(
+        "--greedy", action="store_true", help="argmax proposals, no sampling"
+    )
+    fill.add_argument(
+        "--visual",
+        action="store_true",
+        help="redraw the canvas live on stderr as it denoises (pinned dim, accepted "
+        "bright, noise as blocks)",
+    )
+    fill.add_argument(
+        "--json", action="store_true", help="print the whole result as JSON"
+    )
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device and --trust-remote-code, shared by subcommands."""
+    parser.add_argument(
+        "--model",
+        help="checkpoint directory or hub id of a DiffusionGemmaForBlockDiffusion "
+        "(default: the model bundled with the package)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where the model runs; auto picks CUDA when available (bf16 on CUDA, "
+        "float32 on CPU)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow code shipped with the checkpoint to run (off by default)",
+    )
+
+
+def split_at(text: str, line: int, col: int) -> int:
+    """Character offset of 1-based (line, col) in `text`.
+
+    Raises:
+        ValueError: the position is outside the text.
+    """
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines):
+        raise ValueError(f"line {line} is outside the file (1..{len(lines)})")
+    width = len(lines[line - 1])
+    if not 1 <= col <= width + 1:
+        raise ValueError(f"column {col} is outside line {line} (1..{width + 1})")
+    return sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
+
+
+def run_fill(args: argparse.Namespace) -> int:
+    """`infill fill`: returns the process exit status."""
+    from infill_engine import InfillEngine, InfillRequest, ModelLoadError
+    from infill_engine.visual import CanvasView
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+        start = split_at(text, args.line, args.col)
+        end = split_at(text, args.end_line or args.line, args.end_col or args.col)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"infill: {args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if end < start:
+        print("infill: the range ends before it starts", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        engine = InfillEngine.load(args.model, args.device, args.trust_remote_code)
+        config = engine.config.with_overrides(
+            max_steps=args.steps, seed=args.seed, greedy=args.greedy or None
+        )
+        request = InfillRequest(text[:start], text[end:], args.span, config)
+        view = None
+        if args.visual:
+            view = CanvasView(engine.tokenizer, engine.plan(request), engine.end_ids)
+        result = engine.fill(request, on_step=view)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"infill: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(
+            json.dumps(asdict(result) | {"total_ms": result.timings.total_ms}, indent=2)
+        )
+    else:
+        sys.stdout.write(result.text + ("\n" if not result.text.endswith("\n") else ""))
+    if args.visual:
+        print(
+            f"steps {result.steps}, {result.tokens_per_forward:.2f} tokens/forward, "
+            f"span {result.span_length}, {result.timings.total_ms:.0f} ms "
+            f"on {engine.placement.describe()}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `infill` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "fill":
+        return run_fill(args)
+    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

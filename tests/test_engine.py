@@ -1,0 +1,133 @@
+"""The engine on a tiny random DiffusionGemma, with scripted denoisers where the answer matters."""
+
+import threading
+
+import pytest
+import torch
+
+from helpers import ScriptedDenoiser
+from infill_engine import DenoiseConfig, InfillEngine, InfillRequest
+from infill_engine.device import resolve
+
+REQUEST = InfillRequest(
+    prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n"
+)
+
+
+def scripted(engine: InfillEngine, request: InfillRequest, middles: list[str]) -> None:
+    """Make the engine's model 'know' one middle per span length."""
+    batch = engine.plan(request)
+    script = batch.canvas.clone()
+    eos = min(engine.end_ids)
+    for row, (span, middle) in enumerate(zip(batch.span_lengths, middles, strict=True)):
+        ids = engine._encode(middle)[:span]
+        ids += [eos] * (span - len(ids))
+        script[row, batch.span_start : batch.span_start + span] = torch.tensor(ids)
+    engine.denoiser = ScriptedDenoiser(script, engine.denoiser.vocab_size)
+
+
+@pytest.fixture
+def engine(tiny_model, tiny_tokenizer):
+    return InfillEngine(
+        tiny_model, tiny_tokenizer, resolve("cpu"), span_lengths=(8, 16)
+    )
+
+
+def test_loaded_checkpoint_matches_the_model_it_was_saved_from(engine, tiny_engine):
+    a, b = engine.fill(REQUEST), tiny_engine.fill(REQUEST)
+    assert (a.text, a.steps, a.span_length) == (b.text, b.steps, b.span_length)
+    assert a.steps > 0 and not a.cancelled
+
+
+def test_same_request_same_result(tiny_engine):
+    assert tiny_engine.fill(REQUEST).text == tiny_engine.fill(REQUEST).text
+
+
+def test_eos_as_delete_and_no_special_tokens_in_text(engine):
+    scripted(engine, REQUEST, ["a + b", "a + b"])
+    result = engine.fill(REQUEST)
+    assert result.text == "a + b"
+    assert result.tokens_per_forward > 1
+    assert all(c.complete for c in result.candidates)
+
+
+def test_batched_lengths_prefer_a_row_that_finished(engine):
+    request = InfillRequest(REQUEST.prefix, REQUEST.suffix, span_lengths=(2, 16))
+    scripted(engine, request, ["a + b * 2", "a + b * 2"])
+    result = engine.fill(request)
+    assert result.span_length == 16 and result.text == "a + b * 2"
+    short = [c for c in result.candidates if c.span_length == 2][0]
+    assert not short.complete  # no room for its end-of-span: ranked last
+
+
+def test_validity_check_picks_another_candidate(engine):
+    request = InfillRequest(
+        REQUEST.prefix,
+        REQUEST.suffix,
+        span_lengths=(8, 16),
+        validate=lambda t: "(" not in t,
+    )
+    scripted(engine, request, ["a + b", "max((a, b)"])
+    assert engine.fill(request).text == "a + b"
+
+
+def test_cancelled_before_start_returns_empty(engine):
+    flag = threading.Event()
+    flag.set()
+    result = engine.fill(REQUEST, cancel=flag)
+    assert result.cancelled and result.text == "" and result.steps == 0
+
+
+def test_request_config_overrides_steps(tiny_engine):
+    config = tiny_engine.config.with_overrides(max_steps=3)
+    result = tiny_engine.fill(
+        InfillRequest(REQUEST.prefix, REQUEST.suffix, config=config)
+    )
+    assert result.steps <= 3
+
+
+def test_long_prefix_goes_to_the_encoder_not_dropped(tiny_engine):
+    prefix = "x = 1\n" * 400
+    batch = tiny_engine.plan(InfillRequest(prefix, ""))
+    in_canvas = batch.span_start
+    total = len(tiny_engine._encode(prefix))
+    assert batch.prompt_ids.shape[1] - 1 + in_canvas == min(
+        total, tiny_engine.max_prompt_tokens + tiny_engine.canvas_length
+    )
+
+
+def test_reused_prefill_gives_the_same_logits_as_a_fresh_one(
+    tiny_model, tiny_tokenizer
+):
+    a = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    b = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    prompt = torch.tensor([[2] + list(range(10, 60))])
+    longer = torch.tensor([[2] + list(range(10, 90))])
+    a.denoiser.prefill(prompt, 1, 64)  # stored, then extended below
+    reused = a.denoiser.prefill(longer, 2, 64)
+    fresh = b.denoiser.prefill(longer, 2, 64)
+    assert a.denoiser.prefill_tokens_computed == 51 + 30
+    canvas = torch.randint(0, 300, (2, 64))
+    torch.testing.assert_close(
+        a.denoiser(canvas, None, reused), b.denoiser(canvas, None, fresh)
+    )
+
+
+def test_config_defaults_come_from_the_generation_config():
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
+        DiffusionGemmaGenerationConfig,
+        EntropyBoundSamplerConfig,
+    )
+
+    gen = DiffusionGemmaGenerationConfig(
+        max_denoising_steps=12, sampler_config=EntropyBoundSamplerConfig(0.3), t_max=0.9
+    )
+    config = DenoiseConfig.from_generation_config(gen)
+    assert (config.max_steps, config.entropy_bound, config.t_max, config.t_min) == (
+        12,
+        0.3,
+        0.9,
+        0.4,
+    )
+    with pytest.raises(ValueError, match="max_steps must be > 0"):
+        DenoiseConfig(max_steps=0)

@@ -1,0 +1,69 @@
+"""A missing, partial or corrupt model directory gives one clear error."""
+
+import json
+import shutil
+
+import pytest
+
+from infill_engine import ModelLoadError
+from infill_engine.loader import load
+
+
+@pytest.fixture
+def broken(tmp_path, tiny_model_dir):
+    target = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, target)
+    return target
+
+
+def expect_error(path, pattern):
+    with pytest.raises(ModelLoadError, match=pattern):
+        load(str(path), device="cpu")
+
+
+def test_missing_directory(tmp_path):
+    expect_error(tmp_path / "nope", "not found")
+
+
+def test_empty_directory(tmp_path):
+    expect_error(tmp_path, "no config.json")
+
+
+def test_truncated_weights(broken):
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    expect_error(broken, "truncated or corrupt")
+
+
+def test_missing_weights(broken):
+    (broken / "model.safetensors").unlink()
+    expect_error(broken, "no weights")
+
+
+def test_config_not_json(broken):
+    (broken / "config.json").write_text("{not json")
+    expect_error(broken, "not valid JSON")
+
+
+def test_other_model_type(broken):
+    config = json.loads((broken / "config.json").read_text())
+    config.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    (broken / "config.json").write_text(json.dumps(config))
+    expect_error(broken, "'llama' model")
+
+
+def test_missing_tokenizer(broken):
+    (broken / "tokenizer.json").unlink()
+    expect_error(broken, "no tokenizer")
+
+
+def test_unknown_device(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="device must be one of"):
+        load(str(tiny_model_dir), device="tpu")
+
+
+def test_good_directory_loads(tiny_model_dir):
+    loaded = load(str(tiny_model_dir), device="cpu")
+    assert loaded.placement.describe() == "cpu/float32"
+    assert not loaded.model.training

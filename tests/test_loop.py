@@ -1,0 +1,79 @@
+import threading
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import RandomDenoiser, ScriptedDenoiser
+from infill_engine.canvas import plan_canvas
+from infill_engine.config import DenoiseConfig
+from infill_engine.loop import denoise
+
+V = 50
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prefix=st.lists(st.integers(6, V - 1), max_size=40),
+    suffix=st.lists(st.integers(6, V - 1), max_size=40),
+    spans=st.lists(st.integers(1, 20), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_pinned_tokens_never_change_on_any_step(prefix, suffix, spans, seed):
+    batch = plan_canvas(prefix, suffix, spans, 32, 2, 0)
+    seen = []
+    denoise(
+        RandomDenoiser(V, seed),
+        None,
+        batch,
+        DenoiseConfig(max_steps=6, seed=seed),
+        on_step=lambda view: seen.append((view.canvas.clone(), view.argmax.clone())),
+    )
+    assert len(seen) == 6
+    for canvas, argmax in seen:
+        assert torch.equal(canvas[batch.pinned], batch.canvas[batch.pinned])
+        assert torch.equal(argmax[batch.pinned], batch.canvas[batch.pinned])
+
+
+def test_a_sure_model_fills_the_span_in_few_steps_and_stops_early():
+    batch = plan_canvas([10, 11, 12], [13, 14], [6], 16, 2, 0)
+    script = batch.canvas.clone()
+    s = batch.span_start
+    script[0, s : s + 6] = torch.tensor([20, 21, 22, 1, 1, 1])
+    model = ScriptedDenoiser(script, V)
+    out = denoise(model, None, batch, DenoiseConfig(max_steps=48, entropy_bound=1.0))
+    assert out.argmax[0, s : s + 6].tolist() == [20, 21, 22, 1, 1, 1]
+    assert out.steps <= 3 and model.calls == out.steps and not out.cancelled
+
+
+def test_cancel_returns_within_one_step():
+    batch = plan_canvas([10], [11], [8], 16, 2, 0)
+    flag = threading.Event()
+    model = RandomDenoiser(V)
+
+    def on_step(view):
+        if view.index == 2:
+            flag.set()
+
+    out = denoise(model, None, batch, DenoiseConfig(max_steps=40), flag.is_set, on_step)
+    assert out.cancelled and out.steps == 2 and model.calls == 2
+
+
+def test_same_seed_same_result_different_seed_different_noise():
+    batch = plan_canvas([10], [11], [12], 32, 2, 0)
+
+    def run(seed, greedy):
+        config = DenoiseConfig(max_steps=5, seed=seed, greedy=greedy)
+        canvases = []
+        denoise(
+            RandomDenoiser(V, 1),
+            None,
+            batch,
+            config,
+            on_step=lambda v: canvases.append(v.canvas),
+        )
+        return torch.stack(canvases)
+
+    for greedy in (False, True):
+        assert torch.equal(run(3, greedy), run(3, greedy))
+    assert not torch.equal(run(3, False), run(4, False))
