@@ -81,7 +81,9 @@ def plan_canvas(
         suffix_head = list(suffix_ids[: canvas_length - tail - span])
         filler = canvas_length - tail - span - len(suffix_head)
         rows.append(prefix_tail + [pad_id] * span + suffix_head + [pad_id] * filler)
-        pins.append([True] * tail + [False] * span + [True] * (len(suffix_head) + filler))
+        pins.append(
+            [True] * tail + [False] * span + [True] * (len(suffix_head) + filler)
+        )
     return CanvasBatch(
         prompt_ids=torch.tensor([[bos_id, *head]], dtype=torch.long),
         canvas=torch.tensor(rows, dtype=torch.long),
@@ -91,7 +93,9 @@ def plan_canvas(
     )
 
 
-def span_targets(batch: CanvasBatch, middle_ids: Sequence[int], eos_id: int) -> torch.Tensor:
+def span_targets(
+    batch: CanvasBatch, middle_ids: Sequence[int], eos_id: int
+) -> torch.Tensor:
     """The clean canvas the model should produce: the middle, then end-of-span tokens.
 
     Args:

@@ -44,7 +44,9 @@ class DenoiseConfig:
         if self.entropy_bound <= 0:
             raise ValueError(f"entropy_bound must be > 0 (got {self.entropy_bound})")
         if not 0 < self.t_min <= self.t_max:
-            raise ValueError(f"need 0 < t_min <= t_max (got {self.t_min}, {self.t_max})")
+            raise ValueError(
+                f"need 0 < t_min <= t_max (got {self.t_min}, {self.t_max})"
+            )
         if self.stability_threshold < 0:
             raise ValueError(
                 f"stability_threshold must be >= 0 (got {self.stability_threshold})"

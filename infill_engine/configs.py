@@ -27,7 +27,9 @@ def tiny_config(
         canvas_length: positions of the denoising canvas.
     """
     if hidden_size % 4 or hidden_size < 16:
-        raise ValueError(f"hidden_size must be a multiple of 4 and >= 16 (got {hidden_size})")
+        raise ValueError(
+            f"hidden_size must be a multiple of 4 and >= 16 (got {hidden_size})"
+        )
     head_dim = hidden_size // 4
     text = dict(
         vocab_size=vocab_size,

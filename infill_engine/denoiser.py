@@ -79,7 +79,9 @@ class DiffusionGemmaDenoiser:
         if done < len(key):
             new = prompt_ids[:, done:].to(self.device)
             positions = torch.arange(done, len(key), device=self.device).unsqueeze(0)
-            out = self.model.model.encoder(input_ids=new, cache=cache, position_ids=positions)
+            out = self.model.model.encoder(
+                input_ids=new, cache=cache, position_ids=positions
+            )
             cache = out.cache
             self.prefill_tokens_computed += len(key) - done
         self._remember(key, cache)

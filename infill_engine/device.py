@@ -38,7 +38,9 @@ def resolve(device: str = "auto") -> Placement:
         return Placement(torch.device(device), torch.bfloat16)
     if device == "cpu":
         return Placement(torch.device("cpu"), torch.float32)
-    raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)} (got {device!r})")
+    raise ValueError(
+        f"device must be one of {', '.join(DEVICE_CHOICES)} (got {device!r})"
+    )
 
 
 def sync(placement: Placement) -> None:

@@ -70,11 +70,15 @@ def denoise(
     gen = torch.Generator(device=device).manual_seed(config.seed)
     sampler = EntropyBoundSampler(config.entropy_bound, greedy=config.greedy)
     temperature = LinearTemperature(config.t_max, config.t_min, config.max_steps)
-    stopping = StableAndConfident(config.stability_threshold, config.confidence_threshold)
+    stopping = StableAndConfident(
+        config.stability_threshold, config.confidence_threshold
+    )
     pinned, span = batch.pinned.to(device), batch.span_mask.to(device)
     # 1. Initialise
     none = torch.zeros_like(span)
-    canvas = sampler.renoise(batch.canvas.to(device), none, span, denoiser.vocab_size, gen)
+    canvas = sampler.renoise(
+        batch.canvas.to(device), none, span, denoiser.vocab_size, gen
+    )
     argmax, logits, done, steps = canvas, None, none[:, 0], 0
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
@@ -86,7 +90,11 @@ def denoise(
         new_argmax = torch.where(pinned, canvas, processed.argmax(-1))
         accepted = sampler.accept(processed, span)  # 2.d
         new_canvas = sampler.renoise(
-            torch.where(accepted, proposal, canvas), accepted, span, denoiser.vocab_size, gen
+            torch.where(accepted, proposal, canvas),
+            accepted,
+            span,
+            denoiser.vocab_size,
+            gen,
         )
         frozen = done[:, None]  # 2.e
         argmax = torch.where(frozen, argmax, new_argmax)

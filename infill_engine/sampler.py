@@ -25,7 +25,9 @@ class LinearTemperature:
 
     def __post_init__(self) -> None:
         if not 0 < self.t_min <= self.t_max:
-            raise ValueError(f"need 0 < t_min <= t_max (got {self.t_min}, {self.t_max})")
+            raise ValueError(
+                f"need 0 < t_min <= t_max (got {self.t_min}, {self.t_max})"
+            )
         if self.max_steps <= 0:
             raise ValueError(f"max_steps must be > 0 (got {self.max_steps})")
 
@@ -56,12 +58,16 @@ class EntropyBoundSampler:
         if self.entropy_bound <= 0:
             raise ValueError(f"entropy_bound must be > 0 (got {self.entropy_bound})")
 
-    def draw(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def draw(
+        self, logits: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
         """Denoiser proposal per position: (B, L, V) -> (B, L); argmax when greedy."""
         if self.greedy:
             return logits.argmax(-1)
         probs = torch.softmax(logits.float(), dim=-1)
-        flat = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator)
+        flat = torch.multinomial(
+            probs.view(-1, probs.shape[-1]), 1, generator=generator
+        )
         return flat.view(logits.shape[:2])
 
     def accept(self, logits: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
