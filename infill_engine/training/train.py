@@ -1,0 +1,367 @@
+"""Train the shipped infiller: fill-in-the-middle on the engine's own canvas layout.
+
+    python -m infill_engine.training.train --out infill_engine/model [--minutes 55]
+
+Each example is one hole (`holes.cut_hole`) laid out by `canvas.plan_canvas` and
+`canvas.span_targets`, the functions the engine uses at inference: the prefix head goes
+to the encoder prompt (BOS first), the canvas holds the pinned prefix tail, the span
+(middle, then end-of-span tokens) and the pinned suffix head. One step:
+
+1. Noise: each span slot becomes a uniform random id with probability t ~ U(0, 1).
+2. Encode the prompts into a fresh `DynamicCache`; the decoder reads it, as at inference.
+3. Half of the batches: a no-grad decoder pass gives logits, scaled by a temperature
+   from the engine's schedule, fed back as `self_conditioning_logits`.
+4. Cross entropy on span slots only; AdamW, warmup then cosine over the time budget,
+   gradients clipped.
+
+Prompts in one batch have equal length, so no padding or attention mask is needed: each
+example's prefix is cut from the front to one of `PROMPT_BUCKETS` tokens. The run is
+resumable (`work-data/run/checkpoint.pt`) and saves a usable model into `--out` every
+`--save-minutes`, fp16 weights plus tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+from transformers.cache_utils import DynamicCache
+
+from infill_engine.canvas import plan_canvas, span_targets
+from infill_engine.configs import tiny_config
+from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
+from infill_engine.training.holes import KINDS, Hole, cut_hole, node_ranges
+
+# Span lengths the model is trained on; the engine asks for (16, 32), (32, 64), (48, 96).
+SPAN_CHOICES = (8, 16, 32, 48, 64, 96)
+# Encoder prompt lengths (BOS included); a batch shares one.
+PROMPT_BUCKETS = (1, 48, 160, 512)
+# Temperatures of the engine's schedule (DenoiseConfig t_min..t_max) for self-conditioning.
+SELF_COND_TEMPERATURE = (0.4, 0.8)
+TRUNCATED_SHARE = 0.1  # spans shorter than the middle: the engine's batched rows see those
+OVERSIZED_SHARE = 0.45  # spans longer than needed: the model learns to pad with EOS
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training row. prompt_ids: (P,); target, span_mask: (L,)."""
+
+    prompt_ids: torch.Tensor
+    target: torch.Tensor
+    span_mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """prompt_ids: (B, P); target, span_mask: (B, L)."""
+
+    prompt_ids: torch.Tensor
+    target: torch.Tensor
+    span_mask: torch.Tensor
+
+
+def choose_span(middle_tokens: int, rng: random.Random) -> int:
+    """The smallest span that fits middle + EOS; sometimes a larger or a too short one."""
+    fits = [s for s in SPAN_CHOICES if s >= middle_tokens + 1]
+    short = [s for s in SPAN_CHOICES if s < middle_tokens + 1]
+    draw = rng.random()
+    if short and (not fits or draw < TRUNCATED_SHARE):
+        return rng.choice(short)
+    if draw < TRUNCATED_SHARE + OVERSIZED_SHARE:
+        return rng.choice(fits)
+    return fits[0]
+
+
+def make_example(
+    tokenizer: Any,
+    hole: Hole,
+    span: int | None,
+    canvas_length: int,
+    rng: random.Random,
+    buckets: Sequence[int] = PROMPT_BUCKETS,
+) -> Example | None:
+    """Lay out one hole exactly as the engine would, its prompt cut to a bucket length.
+
+    Args:
+        tokenizer: the model's tokenizer (BOS, EOS and pad ids come from it).
+        hole: prefix, middle and suffix texts.
+        span: span slots, or None to draw one with `choose_span`.
+        canvas_length: the model's canvas length.
+        rng: source of the span and bucket draws.
+        buckets: allowed prompt lengths.
+
+    Returns:
+        The example, or None when the middle is empty or longer than the largest span.
+    """
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    chars = (max(buckets) + canvas_length) * 8  # the engine's text budget per token
+    prefix_ids = encode(hole.prefix[-chars:])
+    middle_ids = encode(hole.middle)
+    suffix_ids = encode(hole.suffix[: canvas_length * 8])
+    if not middle_ids or len(middle_ids) >= max(SPAN_CHOICES):
+        return None
+    span = span or choose_span(len(middle_ids), rng)
+    plan = lambda ids: plan_canvas(  # noqa: E731
+        ids, suffix_ids, [span], canvas_length, tokenizer.bos_token_id, tokenizer.pad_token_id
+    )
+    batch = plan(prefix_ids)
+    want = rng.choice([b for b in buckets if b <= batch.prompt_ids.shape[1]])
+    for _ in range(4):  # dropping prefix tokens can move the tail/suffix split; re-plan
+        excess = batch.prompt_ids.shape[1] - want
+        if excess <= 0:
+            break
+        prefix_ids = prefix_ids[excess:]
+        batch = plan(prefix_ids)
+    if batch.prompt_ids.shape[1] != want:
+        return None
+    target = span_targets(batch, middle_ids, tokenizer.eos_token_id)
+    return Example(batch.prompt_ids[0], target[0], batch.span_mask[0])
+
+
+def examples(
+    files: Sequence[SourceFile], tokenizer: Any, canvas_length: int, rng: random.Random
+) -> Iterator[Example]:
+    """Endless examples: a random file, a random hole kind, a random hole."""
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    while True:
+        index = rng.randrange(len(files))
+        text, kind = files[index].text, rng.choice(KINDS)
+        if kind == "node" and index not in ranges:
+            ranges[index] = node_ranges(text)
+        hole = cut_hole(text, kind, rng, ranges.get(index))
+        if hole is not None:
+            example = make_example(tokenizer, hole, None, canvas_length, rng)
+            if example is not None:
+                yield example
+
+
+def batches(stream: Iterator[Example], batch_size: int) -> Iterator[Batch]:
+    """Group examples with equal prompt lengths into batches."""
+    pending: dict[int, list[Example]] = {}
+    for example in stream:
+        group = pending.setdefault(len(example.prompt_ids), [])
+        group.append(example)
+        if len(group) == batch_size:
+            pending.pop(len(example.prompt_ids))
+            yield Batch(
+                torch.stack([e.prompt_ids for e in group]),
+                torch.stack([e.target for e in group]),
+                torch.stack([e.span_mask for e in group]),
+            )
+
+
+def add_noise(batch: Batch, vocab_size: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, L) canvas: each span slot replaced by a uniform random id with prob t ~ U(0,1)."""
+    b, length = batch.target.shape
+    level = torch.rand(b, 1, generator=gen)
+    flip = batch.span_mask & (torch.rand(b, length, generator=gen) < level)
+    noise = torch.randint(0, vocab_size, (b, length), generator=gen)
+    return torch.where(flip, noise, batch.target)
+
+
+def encode_prompt(model: Any, prompt_ids: torch.Tensor) -> Any:
+    """Encoder prefill into a fresh cache, positions 0..P-1 (as `DiffusionGemmaDenoiser`)."""
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    return model.model.encoder(input_ids=prompt_ids, cache=cache).cache
+
+
+def decoder_positions(prompt_length: int, canvas_length: int) -> torch.Tensor:
+    """(1, L) decoder position ids, continuing after the prompt."""
+    return torch.arange(prompt_length, prompt_length + canvas_length).unsqueeze(0)
+
+
+def span_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """LM head and soft-capping on selected hidden states only: (N, H) -> (N, V)."""
+    logits = model.lm_head(hidden).float()
+    cap = model.final_logit_softcapping
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def span_loss(
+    model: Any, batch: Batch, noisy: torch.Tensor, self_cond: bool, gen: torch.Generator
+) -> torch.Tensor:
+    """Mean cross entropy over span slots of one noisy batch.
+
+    Args:
+        model: the DiffusionGemma being trained.
+        batch: prompts (B, P), targets and span masks (B, L).
+        noisy: (B, L) the noisy canvas.
+        self_cond: run a no-grad pass first and feed its tempered logits back.
+        gen: draws the self-conditioning temperature.
+    """
+    cache = encode_prompt(model, batch.prompt_ids)
+    positions = decoder_positions(batch.prompt_ids.shape[1], noisy.shape[1])
+    previous = None
+    if self_cond:
+        low, high = SELF_COND_TEMPERATURE
+        temperature = low + (high - low) * float(torch.rand(1, generator=gen))
+        with torch.no_grad():
+            previous = model(
+                decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions
+            ).logits / temperature  # (B, L, V)
+    hidden = model.model.decoder(
+        decoder_input_ids=noisy,
+        cache=cache,
+        self_conditioning_logits=previous,
+        decoder_position_ids=positions,
+    ).last_hidden_state  # (B, L, H)
+    logits = span_logits(model, hidden[batch.span_mask])  # (N, V)
+    return F.cross_entropy(logits, batch.target[batch.span_mask])
+
+
+def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine to 10% of peak as progress -> 1."""
+    warm = min(1.0, (step + 1) / warmup)
+    return peak * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def fixed_eval_batches(
+    files: Sequence[SourceFile], tokenizer: Any, canvas_length: int, count: int, size: int
+) -> list[tuple[Batch, torch.Tensor]]:
+    """Held-out batches with their noisy canvases, fixed by seed, for a comparable loss."""
+    stream = batches(examples(files, tokenizer, canvas_length, random.Random(1234)), size)
+    gen = torch.Generator().manual_seed(1234)
+    out = []
+    for _ in range(count):
+        batch = next(stream)
+        out.append((batch, add_noise(batch, len(tokenizer), gen)))
+    return out
+
+
+@torch.no_grad()
+def heldout_loss(model: Any, fixed: list[tuple[Batch, torch.Tensor]]) -> float:
+    """Mean span loss on the fixed held-out batches (no self-conditioning)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    losses = [float(span_loss(model, b, noisy, False, gen)) for b, noisy in fixed]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def save_model(model: Any, tokenizer: Any, out: Path, summary: dict[str, Any]) -> None:
+    """fp16 weights, configs, tokenizer and the training summary into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    copy.deepcopy(model).to(torch.float16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _build_model(tokenizer: Any, args: argparse.Namespace) -> Any:
+    torch.manual_seed(args.seed)
+    config = tiny_config(
+        len(tokenizer), args.hidden, args.layers, args.experts, args.canvas_length
+    )
+    return DiffusionGemmaForBlockDiffusion(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: train (or resume) for `--minutes` of wall time, saving as it goes."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_DATA / "tokenizer")
+    parser.add_argument("--run", type=Path, default=DEFAULT_DATA / "run")
+    parser.add_argument("--minutes", type=float, default=55.0)
+    parser.add_argument("--save-minutes", type=float, default=10.0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--experts", type=int, default=4)
+    parser.add_argument("--canvas-length", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    model = _build_model(tokenizer, args).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    args.run.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.run / "checkpoint.pt"
+    state = {"step": 0, "elapsed": 0.0, "tokens": 0, "span_tokens": 0, "seed": args.seed}
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        print(f"resumed at step {state['step']} ({state['elapsed'] / 60:.1f} min)")
+    # A resumed run draws fresh examples: the stream is seeded by the step it resumes at.
+    rng = random.Random(args.seed * 1_000_003 + state["step"])
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + state["step"])
+    train_files = load_split(args.data, "train")
+    fixed = fixed_eval_batches(
+        load_split(args.data, "heldout"), tokenizer, args.canvas_length, 4, args.batch_size
+    )
+    stream = batches(examples(train_files, tokenizer, args.canvas_length, rng), args.batch_size)
+    log = (args.run / "loss.tsv").open("a", encoding="utf-8")
+    budget = args.minutes * 60
+    last_save, last_ckpt, running = state["elapsed"], state["elapsed"], None
+    while state["elapsed"] < budget:
+        t0 = time.perf_counter()
+        batch = next(stream)
+        lr = learning_rate(state["step"], state["elapsed"] / budget, args.lr, args.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        noisy = add_noise(batch, len(tokenizer), gen)
+        loss = span_loss(model, batch, noisy, bool(torch.rand(1, generator=gen) < 0.5), gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        state["step"] += 1
+        state["elapsed"] += time.perf_counter() - t0
+        state["tokens"] += batch.prompt_ids.numel() + batch.target.numel()
+        state["span_tokens"] += int(batch.span_mask.sum())
+        value = loss.item()
+        running = value if running is None else 0.95 * running + 0.05 * value
+        log.write(f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.6f}\t{value:.4f}\t"
+                  f"{state['tokens']}\n")
+        if state["step"] % 20 == 0:
+            log.flush()
+            print(f"step {state['step']} {state['elapsed'] / 60:.1f} min lr {lr:.2e} "
+                  f"loss {running:.3f} P={batch.prompt_ids.shape[1]}", flush=True)
+        done = state["elapsed"] >= budget
+        if done or state["elapsed"] - last_ckpt >= 180:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "state": state}, checkpoint)
+            last_ckpt = state["elapsed"]
+        if done or state["elapsed"] - last_save >= args.save_minutes * 60:
+            state["heldout_loss"] = heldout_loss(model, fixed)
+            state["train_loss"] = running
+            print(f"saved: held-out span loss {state['heldout_loss']:.3f}", flush=True)
+            save_model(model, tokenizer, args.out, _summary(model, state, args))
+            last_save = state["elapsed"]
+    log.close()
+
+
+def _summary(model: Any, state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "steps": state["step"],
+        "wall_time_min": round(state["elapsed"] / 60, 1),
+        "tokens_seen": state["tokens"],
+        "span_tokens_seen": state["span_tokens"],
+        "train_loss_ema": round(state.get("train_loss") or 0.0, 4),
+        "heldout_span_loss": round(state.get("heldout_loss") or 0.0, 4),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch_size": args.batch_size,
+        "peak_lr": args.lr,
+        "hardware": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+    }
+
+
+if __name__ == "__main__":
+    main()
