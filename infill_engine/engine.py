@@ -208,7 +208,11 @@ class InfillEngine:
 
     def plan(self, request: InfillRequest) -> CanvasBatch:
         """Tokenize the texts around the hole and lay out one canvas per span length."""
-        spans = tuple(request.span_lengths or self.span_lengths)
+        # A span never takes more than 3/4 of the canvas: context must stay pinned.
+        longest = self.canvas_length * 3 // 4
+        spans = tuple(
+            dict.fromkeys(min(s, longest) for s in request.span_lengths or self.span_lengths)
+        )
         prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
         prefix_ids = self._encode(request.prefix[-prefix_chars:])
         suffix_ids = self._encode(

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 import torch
-
 from helpers import ScriptedDenoiser
+
 from infill_engine import DenoiseConfig, InfillEngine, InfillRequest
 from infill_engine.device import resolve
 

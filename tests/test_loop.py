@@ -1,10 +1,10 @@
 import threading
 
 import torch
+from helpers import RandomDenoiser, ScriptedDenoiser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import RandomDenoiser, ScriptedDenoiser
 from infill_engine.canvas import plan_canvas
 from infill_engine.config import DenoiseConfig
 from infill_engine.loop import denoise

@@ -1,0 +1,72 @@
+"""Turn the engine's raw middle into text fit to insert.
+
+Single-line spans stop at the first line break; text that repeats the start of the
+suffix is dropped; multi-line fills are indented like the block they land in; candidates
+are checked by parsing the context with them inserted.
+"""
+
+from __future__ import annotations
+
+from lsp_server import syntax
+from lsp_server.context import InfillContext
+
+_CLOSERS = ")]}"
+
+
+def clean(ctx: InfillContext, text: str) -> str:
+    """The middle as it should be inserted, or '' if nothing useful is left."""
+    if ctx.kind in ("line", "expression"):
+        text = text.split("\n", 1)[0].rstrip("\r")
+        text = _drop_line_overlap(text, ctx.suffix.split("\n", 1)[0])
+    else:
+        text = _reindent(text, ctx.indent)
+        text = _drop_block_overlap(text, ctx.suffix)
+        text = "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
+    if not text.strip():
+        return ""
+    return text
+
+
+def parses_as_well(language_id: str, ctx: InfillContext, text: str) -> bool:
+    """True if inserting `text` adds no syntax error to the context window.
+
+    Languages without a grammar accept every candidate.
+    """
+    before = syntax.parse(language_id, ctx.prefix + ctx.suffix)
+    if before is None:
+        return True
+    after = syntax.parse(language_id, ctx.prefix + text + ctx.suffix)
+    return syntax.error_count(after) <= syntax.error_count(before)
+
+
+def _drop_line_overlap(text: str, rest_of_line: str) -> str:
+    """'a, b)' before ')' on the same line: drop the repeated ')'."""
+    rest = rest_of_line.rstrip()
+    for k in range(len(rest), 0, -1):
+        piece = rest[:k]
+        if piece.strip() and text.endswith(piece):
+            return text[: len(text) - k]
+    return text
+
+
+def _drop_block_overlap(text: str, suffix: str) -> str:
+    """Drop trailing lines of `text` that repeat the first lines of the suffix."""
+    following = [line.strip() for line in suffix.split("\n") if line.strip()][:3]
+    lines = text.rstrip().split("\n")
+    for n in range(min(len(following), len(lines) - 1), 0, -1):
+        tail = [line.strip() for line in lines[-n:]]
+        if tail == following[:n]:
+            return "\n".join(lines[:-n])
+    return text
+
+
+def _reindent(text: str, indent: str) -> str:
+    """Shift lines after the first by `indent` when the model wrote them from column 0."""
+    lines = text.split("\n")
+    rest = [line for line in lines[1:] if line.strip()]
+    if not indent or not rest:
+        return text
+    least = min(len(line) - len(line.lstrip()) for line in rest)
+    if least >= len(indent) or any(line.lstrip()[0] in _CLOSERS for line in rest):
+        return text
+    return "\n".join(lines[:1] + [indent + line if line.strip() else line for line in lines[1:]])

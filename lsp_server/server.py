@@ -1,0 +1,418 @@
+"""The language server: state on `InfillServer`, thin handlers built by `create_server`.
+
+Each handler takes its params to a frozen snapshot, calls pure functions (context,
+postprocess, edits) and the engine through the scheduler, and returns lsprotocol
+results. Nothing here raises to the client for bad input: an empty result and a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from lsprotocol import types
+from lsprotocol.converters import get_converter
+from pygls.lsp.server import LanguageServer
+
+from infill_engine import InfillEngine, InfillRequest
+from lsp_server import context, edits, postprocess, settings
+from lsp_server.context import InfillContext
+from lsp_server.documents import DocumentStore, Snapshot
+from lsp_server.positions import PositionError, to_offset
+from lsp_server.scheduler import Scheduler
+from lsp_server.syntax import SyntaxTrees
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+STATUS_NOTIFICATION = "infill/status"
+CMD_REWRITE = "infill.rewriteSelection"
+CMD_FILL_HOLES = "infill.fillHoles"
+CMD_STATUS = "infill.status"
+EngineFactory = Callable[[settings.Settings], InfillEngine]
+
+
+def load_engine(s: settings.Settings) -> InfillEngine:
+    """The default factory: the configured checkpoint, or the bundled model."""
+    return InfillEngine.load(s.model or None, s.device)
+
+
+class InfillServer(LanguageServer):
+    """All mutable server state lives here.
+
+    Args:
+        engine: an engine to use as is (tests pass a tiny one); None loads one.
+        engine_factory: builds the engine from settings when it must be (re)loaded.
+        base: settings before the client's own (from the command line).
+    """
+
+    def __init__(
+        self,
+        engine: InfillEngine | None = None,
+        engine_factory: EngineFactory = load_engine,
+        base: settings.Settings | None = None,
+    ) -> None:
+        super().__init__("infill-lsp", VERSION)
+        self.store = DocumentStore()
+        self.trees = SyntaxTrees()
+        self.settings = base or settings.Settings()
+        self.engine = engine
+        self.engine_factory = engine_factory
+        self.state = "ready" if engine else "idle"
+        self.state_message = ""
+        self.scheduler = Scheduler()
+        self.last: dict[str, edits.LastSuggestion] = {}
+        self.last_latency_ms: float | None = None
+        self._loader: asyncio.Task | None = None
+        self._background: set[asyncio.Future] = set()
+
+    @property
+    def codec(self):
+        """The negotiated position codec (UTF-16 unless the client chose another)."""
+        return self.workspace.position_codec
+
+    # -- settings and model ---------------------------------------------------------
+
+    def apply_settings(self, raw: Any) -> bool:
+        """Validate and apply client settings; True if the model must be reloaded."""
+        new, problems = settings.parse(raw, self.settings)
+        for problem in problems:
+            self.show(types.MessageType.Warning, problem)
+        reload = (new.model, new.device) != (self.settings.model, self.settings.device)
+        self.settings = new
+        return reload
+
+    def start_loading(self) -> None:
+        """Load (or reload) the engine in the background, reporting progress."""
+        if self._loader is not None and not self._loader.done():
+            self._loader.cancel()
+        self.scheduler.cancel_all()
+        self._loader = asyncio.ensure_future(self._load())
+
+    async def _load(self) -> None:
+        token = str(uuid.uuid4())
+        progress = self._progress_supported()
+        self.engine, self.state = None, "loading"
+        self.notify_status()
+        try:
+            progress = progress and await self._begin_progress(token)
+            engine = await asyncio.get_running_loop().run_in_executor(
+                None, self.engine_factory, self.settings
+            )
+            self.engine, self.state, self.state_message = engine, "ready", ""
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a model that fails to load must not take the server
+            self.state, self.state_message = "error", str(exc)
+            self.show(types.MessageType.Error, f"infill: model failed to load: {exc}")
+        finally:
+            if progress:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd())
+            self.notify_status()
+
+    async def _begin_progress(self, token: str) -> bool:
+        """Start a work-done progress; False (and no progress) if the client refuses."""
+        try:
+            await self.work_done_progress.create_async(token)
+        except Exception as exc:  # progress is a nicety: never fail a load over it
+            log.info("client refused work-done progress: %s", exc)
+            return False
+        self.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title="infill: loading model")
+        )
+        return True
+
+    def _progress_supported(self) -> bool:
+        window = self.client_capabilities.window
+        return bool(window and window.work_done_progress)
+
+    def status(self) -> dict[str, Any]:
+        """Model state for clients' status bars."""
+        engine = self.engine
+        return {
+            "state": self.state,
+            "message": self.state_message,
+            "model": self.settings.model or "bundled",
+            "device": engine.placement.describe() if engine else self.settings.device,
+            "latencyMs": self.last_latency_ms,
+        }
+
+    def notify_status(self) -> None:
+        """Send `infill/status` to the client."""
+        self.protocol.notify(STATUS_NOTIFICATION, self.status())
+
+    def show(self, kind: types.MessageType, message: str) -> None:
+        """window/showMessage plus a log line."""
+        log.warning(message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    # -- requests -------------------------------------------------------------------
+
+    def snapshot(self, uri: str) -> Snapshot | None:
+        """The newest snapshot of an open document, or None (logged)."""
+        snap = self.store.get(uri)
+        if snap is None:
+            log.info("request for a document that is not open: %s", uri)
+        return snap
+
+    def offset(self, snap: Snapshot, position: types.Position) -> int | None:
+        """String offset of a client position, or None if it is not in the document."""
+        try:
+            return to_offset(snap.lines, position, self.codec)
+        except PositionError as exc:
+            log.info("bad position in %s: %s", snap.uri, exc)
+            return None
+
+    async def suggest(
+        self, uri: str, position: types.Position
+    ) -> tuple[Snapshot, InfillContext, str] | None:
+        """A suggestion at the cursor: typed-through if possible, else from the engine."""
+        snap = self.snapshot(uri)
+        if snap is None or not self.settings.serves(snap.language_id):
+            return None
+        offset = self.offset(snap, position)
+        if offset is None:
+            return None
+        line_prefix = snap.text[snap.lines.starts[position.line] : offset]
+        ctx = context.at_cursor(snap, offset, self.trees.tree(snap), self.settings.span_size)
+        rest = edits.continue_suggestion(self.last.get(uri), position.line, line_prefix)
+        if rest is not None:
+            return snap, ctx, rest
+        text = await self.infill(snap, ctx, key=uri)
+        if text:
+            self.last[uri] = edits.LastSuggestion(position.line, line_prefix, text)
+        return (snap, ctx, text) if text is not None else None
+
+    async def infill(self, snap: Snapshot, ctx: InfillContext, key: str) -> str | None:
+        """Run the engine for one context; None if stale, cancelled, failed or no model."""
+        engine = self.engine
+        if engine is None:
+            return None
+        config = engine.config.with_overrides(max_steps=self.settings.max_steps or None)
+        request = InfillRequest(
+            ctx.prefix,
+            ctx.suffix,
+            span_lengths=ctx.span_lengths,
+            config=config,
+            validate=lambda raw: postprocess.parses_as_well(
+                snap.language_id, ctx, postprocess.clean(ctx, raw)
+            ),
+        )
+        started = time.perf_counter()
+        try:
+            result = await self.scheduler.run(key, lambda stale: engine.fill(request, stale))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the engine failing answers this request empty, no more
+            log.exception("engine failed on %s", snap.uri)
+            return None
+        current = self.store.get(snap.uri)
+        if result is None or result.cancelled or current is None:
+            return None
+        if current.version != snap.version:
+            return None  # computed for an older version: drop it
+        self.last_latency_ms = (time.perf_counter() - started) * 1000
+        self.notify_status()
+        return postprocess.clean(ctx, result.text)
+
+    async def fill_holes(self, snap: Snapshot) -> list[tuple[int, int, str]] | None:
+        """Fill every hole marker of a snapshot in one job; None if it went stale."""
+        tree = self.trees.tree(snap)
+        holes = context.find_holes(snap, tree, self.settings.hole_marker)
+        spans = []
+        for hole in holes:
+            ctx = context.for_hole(snap, hole, tree, self.settings.span_size)
+            text = await self.infill(snap, ctx, key=f"holes:{snap.uri}:{hole.start}")
+            if text is None:
+                return None
+            if text:
+                spans.append((hole.start, hole.end, ctx.header + text))
+        return spans
+
+    async def rewrite(self, snap: Snapshot, rng: types.Range) -> types.WorkspaceEdit | None:
+        """Re-denoise the selected range with everything around it pinned."""
+        start, end = self.offset(snap, rng.start), self.offset(snap, rng.end)
+        if start is None or end is None or end <= start:
+            return None
+        ctx = context.for_range(snap, start, end, self.trees.tree(snap), self.settings.span_size)
+        text = await self.infill(snap, ctx, key=f"rewrite:{snap.uri}")
+        if not text:
+            return None
+        return edits.replacement(snap, [(start, end, text)], self.codec)
+
+    def apply_later(self, snap: Snapshot, job: asyncio.Future) -> None:
+        """When a fill that missed the save deadline ends, apply it if still current."""
+
+        def done(fut: asyncio.Future) -> None:
+            self._background.discard(fut)
+            spans = None if fut.cancelled() or fut.exception() else fut.result()
+            current = self.store.get(snap.uri)
+            if not spans or current is None or current.version != snap.version:
+                return
+            edit = edits.replacement(snap, spans, self.codec)
+            self.workspace_apply_edit(types.ApplyWorkspaceEditParams(edit=edit, label="infill"))
+
+        self._background.add(job)
+        job.add_done_callback(done)
+
+
+def create_server(
+    engine: InfillEngine | None = None,
+    engine_factory: EngineFactory = load_engine,
+    base: settings.Settings | None = None,
+) -> InfillServer:
+    """Build the server and register its handlers."""
+    server = InfillServer(engine, engine_factory, base)
+    converter = get_converter()
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: InfillServer, params: types.InitializeParams) -> None:
+        ls.apply_settings(params.initialization_options)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: InfillServer, params: types.InitializedParams) -> None:
+        if ls.engine is None:
+            ls.start_loading()
+        else:
+            ls.notify_status()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: InfillServer, params) -> None:
+        if ls.apply_settings(params.settings):
+            ls.start_loading()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
+        doc = params.text_document
+        ls.store.open(doc.uri, doc.language_id, doc.version, doc.text)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
+        doc = params.text_document
+        ls.store.change(doc.uri, doc.version, params.content_changes, ls.codec)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: InfillServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.store.close(params.text_document.uri)
+        ls.trees.forget(params.text_document.uri)
+        ls.last.pop(params.text_document.uri, None)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams):
+        found = await ls.suggest(params.text_document.uri, params.position)
+        if found is None:
+            return types.InlineCompletionList(items=[])
+        return edits.to_inline_items(*found, ls.codec)
+
+    @server.feature(
+        types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "("])
+    )
+    async def completion(ls: InfillServer, params: types.CompletionParams):
+        found = await ls.suggest(params.text_document.uri, params.position)
+        if found is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        return edits.to_completion_items(*found, ls.codec)
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(
+            code_action_kinds=[types.CodeActionKind.RefactorRewrite],
+            resolve_provider=True,
+        ),
+    )
+    def code_action(ls: InfillServer, params: types.CodeActionParams):
+        snap = ls.snapshot(params.text_document.uri)
+        if snap is None or ls.engine is None:
+            return []
+        return _list_actions(ls, snap, params.range)
+
+    @server.feature(types.CODE_ACTION_RESOLVE)
+    async def code_action_resolve(ls: InfillServer, action: types.CodeAction):
+        data = action.data if isinstance(action.data, dict) else {}
+        snap = ls.snapshot(str(data.get("uri", "")))
+        if snap is None or snap.version != data.get("version"):
+            return action  # the document moved on: no edit rather than a wrong one
+        if data.get("kind") == "holes":
+            spans = await ls.fill_holes(snap)
+            action.edit = edits.replacement(snap, spans, ls.codec) if spans else None
+        else:
+            rng = converter.structure(data.get("range"), types.Range)
+            action.edit = await ls.rewrite(snap, rng)
+        return action
+
+    @server.command(CMD_REWRITE)
+    async def rewrite_selection(ls: InfillServer, uri: str, rng: dict):
+        snap = ls.snapshot(uri)
+        edit = await ls.rewrite(snap, converter.structure(rng, types.Range)) if snap else None
+        if edit is None:
+            return {"applied": False}
+        result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit))
+        return {"applied": bool(result and result.applied)}
+
+    @server.command(CMD_FILL_HOLES)
+    async def fill_holes(ls: InfillServer, uri: str):
+        snap = ls.snapshot(uri)
+        spans = await ls.fill_holes(snap) if snap else None
+        if not spans:
+            return {"applied": False, "holes": 0}
+        edit = edits.replacement(snap, spans, ls.codec)
+        result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit))
+        return {"applied": bool(result and result.applied), "holes": len(spans)}
+
+    @server.command(CMD_STATUS)
+    def status(ls: InfillServer, *args):
+        return ls.status()
+
+    @server.feature(types.TEXT_DOCUMENT_WILL_SAVE_WAIT_UNTIL)
+    async def will_save_wait_until(ls: InfillServer, params: types.WillSaveTextDocumentParams):
+        snap = ls.snapshot(params.text_document.uri)
+        if snap is None or ls.engine is None or not ls.settings.fill_on_save:
+            return []
+        if not context.find_holes(snap, None, ls.settings.hole_marker):
+            return []
+        job = asyncio.ensure_future(ls.fill_holes(snap))
+        done, _ = await asyncio.wait({job}, timeout=ls.settings.save_deadline_ms / 1000)
+        if job in done and not job.exception():
+            return edits.text_edits(snap, job.result() or [], ls.codec)
+        ls.apply_later(snap, job)  # the save goes through untouched; fill right after
+        return []
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: InfillServer, *args) -> None:
+        ls.scheduler.close()
+
+    @server.feature(types.EXIT)
+    def exit_(ls: InfillServer, *args) -> None:
+        # pygls's own exit raises SystemExit inside a handler and then fails to report
+        # it on the closed stream; end here instead, engine work in flight included.
+        logging.shutdown()
+        os._exit(0 if ls.protocol._shutdown else 1)
+
+    return server
+
+
+def _list_actions(ls: InfillServer, snap: Snapshot, rng: types.Range) -> list[types.CodeAction]:
+    """Rewrite for a non-empty selection, fill for hole markers; no model work here."""
+    actions = []
+    base = {"uri": snap.uri, "version": snap.version}
+    if rng.start != rng.end:
+        actions.append(
+            types.CodeAction(
+                title="Rewrite selection (infill)",
+                kind=types.CodeActionKind.RefactorRewrite,
+                data=base | {"kind": "rewrite", "range": get_converter().unstructure(rng)},
+            )
+        )
+    if context.find_holes(snap, None, ls.settings.hole_marker):
+        actions.append(
+            types.CodeAction(
+                title="Fill holes (infill)",
+                kind=types.CodeActionKind.RefactorRewrite,
+                data=base | {"kind": "holes"},
+            )
+        )
+    return actions

@@ -1,0 +1,142 @@
+"""tree-sitter: grammars per language id, incrementally re-parsed trees, error counts.
+
+Trees are kept per document and edited between versions rather than re-parsed from
+scratch. Languages without a grammar (and documents larger than `MAX_PARSE_BYTES`) get
+no tree, and the callers fall back to line-based context.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import tree_sitter as ts
+
+from lsp_server.documents import Snapshot
+
+# language id (as editors send it) -> grammar name
+GRAMMARS = {
+    "python": "python",
+    "javascript": "javascript",
+    "javascriptreact": "javascript",
+    "typescript": "typescript",
+    "typescriptreact": "tsx",
+    "go": "go",
+    "rust": "rust",
+}
+LINE_COMMENT = {"python": "#", "shellscript": "#", "ruby": "#", "yaml": "#", "toml": "#"}
+DEFAULT_LINE_COMMENT = "//"
+MAX_PARSE_BYTES = 2_000_000
+
+
+@functools.cache
+def grammar(language_id: str) -> ts.Language | None:
+    """The tree-sitter language for an editor language id, or None."""
+    name = GRAMMARS.get(language_id)
+    if name is None:
+        return None
+    if name in ("typescript", "tsx"):
+        import tree_sitter_typescript as module
+
+        return ts.Language(getattr(module, f"language_{name}")())
+    module = __import__(f"tree_sitter_{name}")
+    return ts.Language(module.language())
+
+
+def line_comment(language_id: str) -> str:
+    """The line-comment prefix of a language ('#' or '//')."""
+    return LINE_COMMENT.get(language_id, DEFAULT_LINE_COMMENT)
+
+
+def parse(language_id: str, text: str) -> ts.Tree | None:
+    """Parse `text` from scratch; None without a grammar or when too large."""
+    lang = grammar(language_id)
+    data = text.encode("utf-8", "surrogatepass")
+    if lang is None or len(data) > MAX_PARSE_BYTES:
+        return None
+    return ts.Parser(lang).parse(data)
+
+
+def error_count(tree: ts.Tree | None) -> int:
+    """ERROR and MISSING nodes in a tree (0 for no tree)."""
+    if tree is None:
+        return 0
+    count, stack = 0, [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            count += 1
+        stack.extend(c for c in node.children if c.has_error or c.is_missing)
+    return count
+
+
+@dataclass
+class _Parsed:
+    version: int
+    text: str
+    data: bytes
+    tree: ts.Tree
+
+
+class SyntaxTrees:
+    """One tree per open document, brought up to date incrementally."""
+
+    def __init__(self) -> None:
+        self._trees: dict[str, _Parsed] = {}
+
+    def tree(self, snap: Snapshot) -> ts.Tree | None:
+        """The tree of this snapshot; re-parses only what changed since the last one."""
+        lang = grammar(snap.language_id)
+        if lang is None:
+            return None
+        old = self._trees.get(snap.uri)
+        if old is not None and old.version == snap.version and old.text is snap.text:
+            return old.tree
+        data = snap.text.encode("utf-8", "surrogatepass")
+        if len(data) > MAX_PARSE_BYTES:
+            self._trees.pop(snap.uri, None)
+            return None
+        parser = ts.Parser(lang)
+        if old is None:
+            tree = parser.parse(data)
+        else:
+            _edit(old.tree, old.data, data)
+            tree = parser.parse(data, old.tree)
+        self._trees[snap.uri] = _Parsed(snap.version, snap.text, data, tree)
+        return tree
+
+    def forget(self, uri: str) -> None:
+        """Drop the tree of a closed document."""
+        self._trees.pop(uri, None)
+
+
+def _edit(tree: ts.Tree, old: bytes, new: bytes) -> None:
+    """Tell `tree` which single byte range changed between `old` and `new`."""
+    start = _common_prefix(old, new)
+    tail = _common_prefix(old[start:][::-1], new[start:][::-1])
+    old_end, new_end = len(old) - tail, len(new) - tail
+    tree.edit(
+        start_byte=start,
+        old_end_byte=old_end,
+        new_end_byte=new_end,
+        start_point=_point(old, start),
+        old_end_point=_point(old, old_end),
+        new_end_point=_point(new, new_end),
+    )
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the common prefix, by binary search over slice comparisons (in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _point(data: bytes, offset: int) -> tuple[int, int]:
+    row = data.count(b"\n", 0, offset)
+    return row, offset - (data.rfind(b"\n", 0, offset) + 1)

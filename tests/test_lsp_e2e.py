@@ -1,0 +1,225 @@
+"""End to end: the real `infill-lsp` process, a real LSP client, JSON-RPC over stdio."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types
+
+from lsp_client import Session
+
+URI = "file:///work/example.py"
+SOURCE = (
+    "def mean(values):\n"
+    "    total = 0\n"
+    "    for value in values:\n"
+    "        total += value\n"
+    "    return total / len(values)\n"
+    "\n"
+    "print(mean([1, 2]))\n"
+)
+HOLES = (
+    "def scale(xs, k):\n"
+    "    # <fill> multiply each item\n"
+    "    return out\n"
+    "\n"
+    "def first(xs):\n"
+    "    # <fill>\n"
+)
+
+
+@pytest.fixture
+async def session(tiny_model_dir):
+    s = Session()
+    await s.start("--model", str(tiny_model_dir), "--device", "cpu")
+    await s.wait_status("ready")
+    yield s
+    await s.stop()
+    assert not any("Traceback" in line for line in s.stderr), "".join(s.stderr)
+
+
+def doc(uri: str = URI) -> types.TextDocumentIdentifier:
+    return types.TextDocumentIdentifier(uri=uri)
+
+
+def apply(text: str, edits: list[types.TextEdit]) -> str:
+    """Apply LSP edits (ASCII text, so characters == UTF-16 units)."""
+    lines = text.split("\n")
+    starts = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
+
+    def off(p):
+        return starts[p.line] + p.character
+
+    for e in sorted(edits, key=lambda e: off(e.range.start), reverse=True):
+        text = text[: off(e.range.start)] + e.new_text + text[off(e.range.end) :]
+    return text
+
+
+async def test_initialize_advertises_features_and_reports_loading(tiny_model_dir):
+    s = Session()
+    result = await s.start("--model", str(tiny_model_dir), "--device", "cpu")
+    caps = result.capabilities
+    assert caps.inline_completion_provider
+    assert caps.completion_provider is not None
+    assert caps.code_action_provider.resolve_provider
+    assert "infill.rewriteSelection" in caps.execute_command_provider.commands
+    assert caps.text_document_sync.will_save_wait_until
+    assert caps.position_encoding == types.PositionEncodingKind.Utf16
+    status = await s.wait_status("ready")
+    assert status["device"] == "cpu/float32"
+    kinds = [p["kind"] if isinstance(p, dict) else p.kind for p in s.progress]
+    assert kinds[0] == "begin" and kinds[-1] == "end"
+    await s.stop()
+
+
+async def test_inline_completion_is_ghost_text_on_the_cursor_line(session):
+    session.open(URI, SOURCE)
+    for line, char in [(1, 11), (5, 0), (6, 6)]:
+        result = await session.inline(URI, line, char)
+        for item in result.items:
+            assert item.range.start == item.range.end == types.Position(line, char)
+            assert "<eos>" not in item.insert_text and "<pad>" not in item.insert_text
+
+
+async def test_completion_items_carry_a_text_edit(session):
+    session.open(URI, SOURCE)
+    result = await session.client.text_document_completion_async(
+        types.CompletionParams(text_document=doc(), position=types.Position(1, 11))
+    )
+    for item in result.items:
+        assert item.text_edit.range.start == types.Position(1, 11)
+        assert item.text_edit.new_text
+
+
+async def test_rewrite_action_is_listed_instantly_and_resolved_within_the_selection(session):
+    session.open(URI, SOURCE)
+    selection = types.Range(types.Position(3, 8), types.Position(3, 22))
+    actions = await session.client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=doc(), range=selection, context=types.CodeActionContext(diagnostics=[])
+        )
+    )
+    rewrite = [a for a in actions if a.title.startswith("Rewrite selection")]
+    assert len(rewrite) == 1 and rewrite[0].edit is None  # computed lazily
+    resolved = await session.client.code_action_resolve_async(rewrite[0])
+    if resolved.edit is not None:  # a random model may produce nothing usable
+        change = resolved.edit.document_changes[0]
+        assert change.text_document.version == 1
+        assert [e.range for e in change.edits] == [selection]
+
+
+async def test_will_save_fills_holes_and_touches_nothing_else(session):
+    session.open(URI, HOLES)
+    await session.client.workspace_did_change_configuration_async(
+        types.DidChangeConfigurationParams(settings={"infill": {"saveDeadlineMs": 5000}})
+    ) if hasattr(session.client, "workspace_did_change_configuration_async") else (
+        session.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"infill": {"saveDeadlineMs": 5000}})
+        )
+    )
+    edits = await session.client.text_document_will_save_wait_until_async(
+        types.WillSaveTextDocumentParams(doc(), types.TextDocumentSaveReason.Manual)
+    )
+    hole_ranges = [
+        types.Range(types.Position(1, 4), types.Position(1, 31)),
+        types.Range(types.Position(5, 4), types.Position(5, 12)),
+    ]
+    assert all(e.range in hole_ranges for e in edits)
+    after = apply(HOLES, edits)
+    # outside the holes, the text is exactly what it was
+    kept = [line for i, line in enumerate(HOLES.split("\n")) if i not in (1, 5)]
+    for line in kept:
+        assert line in after
+
+
+async def test_save_past_the_deadline_answers_empty_then_applies_the_fill(session):
+    session.open(URI, HOLES)
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(
+            settings={"infill": {"saveDeadlineMs": 50, "maxSteps": 400}}
+        )
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    edits = await session.client.text_document_will_save_wait_until_async(
+        types.WillSaveTextDocumentParams(doc(), types.TextDocumentSaveReason.Manual)
+    )
+    assert not edits and loop.time() - started < 2.0
+    for _ in range(400):
+        if session.applied:
+            break
+        await asyncio.sleep(0.05)
+    if session.applied:  # a random model may fill nothing; when it does, edits are versioned
+        change = session.applied[0].edit.document_changes[0]
+        assert change.text_document.version == 1
+
+
+async def test_bad_positions_and_unknown_documents_answer_empty(session):
+    session.open(URI, "x = '😀'\n")
+    for line, char in [(0, 99), (9, 0), (0, 6)]:  # past line, past file, inside 😀
+        assert (await session.inline(URI, line, char)).items == ()
+    assert (await session.inline("file:///never-opened.py", 0, 0)).items == ()
+    session.open("file:///notes.zig", "const x = 1;\n", language="zig")
+    assert isinstance((await session.inline("file:///notes.zig", 0, 10)).items, tuple)
+
+
+async def test_invalid_settings_are_shown_and_defaults_used(session):
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"infill": {"maxSteps": "many", "device": 3}})
+    )
+    for _ in range(100):
+        if len(session.messages) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    text = " ".join(m.message for m in session.messages)
+    assert "infill.maxSteps" in text and "infill.device" in text
+    session.open(URI, SOURCE)
+    assert isinstance((await session.inline(URI, 1, 11)).items, tuple)
+
+
+async def test_a_model_that_fails_to_load_keeps_the_server_answering(tmp_path):
+    s = Session()
+    await s.start("--model", str(tmp_path / "missing"), "--device", "cpu")
+    await s.wait_status("error")
+    assert any(m.type == types.MessageType.Error for m in s.messages)
+    s.open(URI, SOURCE)
+    assert (await s.inline(URI, 1, 11)).items == ()
+    await s.stop()
+
+
+async def test_newest_request_per_document_wins(session):
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"infill": {"maxSteps": 400}})
+    )
+    session.open(URI, SOURCE)
+    first = asyncio.ensure_future(session.inline(URI, 1, 11))
+    await asyncio.sleep(0.3)
+    second = asyncio.ensure_future(session.inline(URI, 2, 24))
+    a, b = await asyncio.gather(first, second)
+    assert a.items == ()  # superseded by the newer request, cancelled between steps
+    assert isinstance(b.items, tuple)
+
+
+async def test_cancel_request_is_honoured(session):
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"infill": {"maxSteps": 400}})
+    )
+    session.open(URI, SOURCE)
+    future = session.client.protocol.send_request_async(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION,
+        types.InlineCompletionParams(
+            text_document=doc(),
+            position=types.Position(1, 11),
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Invoked
+            ),
+        ),
+    )
+    await asyncio.sleep(0.3)
+    msg_id = max(session.client.protocol._request_futures, default=None)
+    session.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+    session.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=999999))
+    with pytest.raises(Exception):
+        await asyncio.wait_for(future, 20)
+    assert isinstance((await session.inline(URI, 2, 24)).items, tuple)
