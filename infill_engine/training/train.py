@@ -329,8 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         running = value if running is None else 0.95 * running + 0.05 * value
         log.write(f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.6f}\t{value:.4f}\t"
                   f"{state['tokens']}\n")
+        log.flush()
         if state["step"] % 20 == 0:
-            log.flush()
             print(f"step {state['step']} {state['elapsed'] / 60:.1f} min lr {lr:.2e} "
                   f"loss {running:.3f} P={batch.prompt_ids.shape[1]}", flush=True)
         done = state["elapsed"] >= budget
