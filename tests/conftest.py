@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# One thread per process: the suite runs beside other work on two cores, and servers the
+# end-to-end tests start read the same variable.
+os.environ["INFILL_THREADS"] = "1"
+torch.set_num_threads(1)
 
 from infill_engine import configs, tokenizer
 

@@ -32,11 +32,18 @@ HOLES = (
 @pytest.fixture
 async def session(tiny_model_dir):
     s = Session()
-    await s.start("--model", str(tiny_model_dir), "--device", "cpu")
+    # few steps keep the suite fast; tests that need a long request raise it
+    await s.start("--model", str(tiny_model_dir), "--device", "cpu", options={"maxSteps": 8})
     await s.wait_status("ready")
     yield s
     await s.stop()
     assert not any("Traceback" in line for line in s.stderr), "".join(s.stderr)
+
+
+def configure(session: Session, **values) -> None:
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"infill": values})
+    )
 
 
 def doc(uri: str = URI) -> types.TextDocumentIdentifier:
@@ -111,13 +118,7 @@ async def test_rewrite_action_is_listed_instantly_and_resolved_within_the_select
 
 async def test_will_save_fills_holes_and_touches_nothing_else(session):
     session.open(URI, HOLES)
-    await session.client.workspace_did_change_configuration_async(
-        types.DidChangeConfigurationParams(settings={"infill": {"saveDeadlineMs": 5000}})
-    ) if hasattr(session.client, "workspace_did_change_configuration_async") else (
-        session.client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(settings={"infill": {"saveDeadlineMs": 5000}})
-        )
-    )
+    configure(session, saveDeadlineMs=5000)
     edits = await session.client.text_document_will_save_wait_until_async(
         types.WillSaveTextDocumentParams(doc(), types.TextDocumentSaveReason.Manual)
     )
@@ -135,24 +136,29 @@ async def test_will_save_fills_holes_and_touches_nothing_else(session):
 
 async def test_save_past_the_deadline_answers_empty_then_applies_the_fill(session):
     session.open(URI, HOLES)
-    session.client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(
-            settings={"infill": {"saveDeadlineMs": 50, "maxSteps": 400}}
-        )
-    )
+    configure(session, saveDeadlineMs=50, maxSteps=120)
+    await asyncio.sleep(0.2)
+    before = len(session.statuses)
     loop = asyncio.get_running_loop()
     started = loop.time()
     edits = await session.client.text_document_will_save_wait_until_async(
         types.WillSaveTextDocumentParams(doc(), types.TextDocumentSaveReason.Manual)
     )
     assert not edits and loop.time() - started < 2.0
-    for _ in range(400):
-        if session.applied:
+    # each hole's fill ends with a status notification; the late edit follows them
+    for _ in range(600):
+        if len(session.statuses) >= before + 2:
             break
         await asyncio.sleep(0.05)
-    if session.applied:  # a random model may fill nothing; when it does, edits are versioned
-        change = session.applied[0].edit.document_changes[0]
+    assert len(session.statuses) >= before + 2, "the fill did not finish after the save"
+    await asyncio.sleep(0.5)
+    for params in session.applied:  # a random model may fill nothing; if it does:
+        change = params.edit.document_changes[0]
         assert change.text_document.version == 1
+        holes = {(1, 4, 1, 31), (5, 4, 5, 12)}
+        for e in change.edits:
+            r = e.range
+            assert (r.start.line, r.start.character, r.end.line, r.end.character) in holes
 
 
 async def test_bad_positions_and_unknown_documents_answer_empty(session):
@@ -195,6 +201,7 @@ async def test_newest_request_per_document_wins(session):
     session.open(URI, SOURCE)
     first = asyncio.ensure_future(session.inline(URI, 1, 11))
     await asyncio.sleep(0.3)
+    configure(session, maxSteps=4)
     second = asyncio.ensure_future(session.inline(URI, 2, 24))
     a, b = await asyncio.gather(first, second)
     assert a.items == ()  # superseded by the newer request, cancelled between steps
@@ -222,4 +229,5 @@ async def test_cancel_request_is_honoured(session):
     session.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=999999))
     with pytest.raises(Exception):
         await asyncio.wait_for(future, 20)
+    configure(session, maxSteps=4)
     assert isinstance((await session.inline(URI, 2, 24)).items, tuple)
