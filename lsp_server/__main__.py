@@ -25,10 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
         "rewrite-selection code actions and fill-on-save of hole markers.",
     )
     parser.add_argument("--version", action="version", version=f"infill-lsp {VERSION}")
-    parser.add_argument("--stdio", action="store_true", help="speak LSP on stdin/stdout (default)")
-    parser.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="TCP host (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+    parser.add_argument(
+        "--stdio", action="store_true", help="speak LSP on stdin/stdout (default)"
+    )
+    parser.add_argument(
+        "--tcp", action="store_true", help="listen on TCP instead of stdio"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="TCP host (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=2087, help="TCP port (default 2087)"
+    )
     parser.add_argument(
         "--model",
         default="",

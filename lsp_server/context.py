@@ -107,7 +107,9 @@ def find_holes(snap: Snapshot, tree: ts.Tree | None, marker: str) -> list[Hole]:
     With a syntax tree, a match counts only inside a comment node (never in a string).
     """
     comment = line_comment(snap.language_id)
-    pattern = re.compile(rf"{re.escape(comment)}[ \t]*{re.escape(marker)}(?P<hint>[^\r\n]*)")
+    pattern = re.compile(
+        rf"{re.escape(comment)}[ \t]*{re.escape(marker)}(?P<hint>[^\r\n]*)"
+    )
     holes = []
     for match in pattern.finditer(snap.text):
         if tree is not None and not _in_comment(tree, snap.text, match.start()):
@@ -126,7 +128,14 @@ def for_hole(
         return ctx
     header = f"{line_comment(snap.language_id)} {hole.hint}\n{ctx.indent}"
     return InfillContext(
-        ctx.prefix + header, ctx.suffix, ctx.start, ctx.end, "hole", ctx.indent, lengths, header
+        ctx.prefix + header,
+        ctx.suffix,
+        ctx.start,
+        ctx.end,
+        "hole",
+        ctx.indent,
+        lengths,
+        header,
     )
 
 
@@ -149,7 +158,9 @@ def _make(
     # A single line longer than the budget (minified code): cut inside it.
     cut = cut if cut <= start else budget_start
     stop = stop if stop >= end else budget_stop
-    return InfillContext(text[cut:start], text[end:stop], start, end, kind, indent, lengths)
+    return InfillContext(
+        text[cut:start], text[end:stop], start, end, kind, indent, lengths
+    )
 
 
 def _prefix_cut(snap: Snapshot, tree: ts.Tree | None, cut: int) -> int:
@@ -163,7 +174,7 @@ def _prefix_cut(snap: Snapshot, tree: ts.Tree | None, cut: int) -> int:
 
     def earliest(node: ts.Node, depth: int) -> int | None:
         for child in node.named_children:
-            if _row_start(snap, child) >= cut:
+            if _row_start(snap, child) >= cut and _whole_lines(snap, child):
                 return _row_start(snap, child)
             if _row_end(snap, child) > cut and depth < 32:
                 inner = earliest(child, depth + 1)
@@ -188,7 +199,7 @@ def _suffix_cut(snap: Snapshot, tree: ts.Tree | None, stop: int) -> int:
         best = None
         for child in node.named_children:
             if _row_end(snap, child) <= stop:
-                best = _row_end(snap, child)
+                best = _row_end(snap, child) if _whole_lines(snap, child) else best
             elif _row_start(snap, child) < stop:
                 inner = latest(child, depth + 1) if depth < 32 else None
                 return inner if inner is not None else best
@@ -198,6 +209,19 @@ def _suffix_cut(snap: Snapshot, tree: ts.Tree | None, stop: int) -> int:
 
     found = latest(tree.root_node, 0)
     return found if found is not None else min(fallback, stop)
+
+
+def _whole_lines(snap: Snapshot, node: ts.Node) -> bool:
+    """A statement-like node: nothing but indentation before it or space after it."""
+    rows = len(snap.lines.starts)
+    if node.start_point.row >= rows or node.end_point.row >= rows:
+        return False
+    first = snap.lines.line_text(node.start_point.row)
+    last = snap.lines.line_text(node.end_point.row)
+    indent = len(first) - len(first.lstrip())
+    return node.start_point.column == indent and node.end_point.column == len(
+        last.rstrip().encode("utf-8", "surrogatepass")
+    )
 
 
 def _row_start(snap: Snapshot, node: ts.Node) -> int:

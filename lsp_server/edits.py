@@ -63,7 +63,9 @@ def replacement(
         types.TextEdit(range=to_range(snap.lines, start, end, codec), new_text=text)
         for start, end, text in spans
     ]
-    doc = types.OptionalVersionedTextDocumentIdentifier(uri=snap.uri, version=snap.version)
+    doc = types.OptionalVersionedTextDocumentIdentifier(
+        uri=snap.uri, version=snap.version
+    )
     return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(doc, edits)])
 
 
@@ -90,7 +92,11 @@ def continue_suggestion(
     last: LastSuggestion | None, line: int, line_prefix: str
 ) -> str | None:
     """The rest of the last suggestion if the user typed its first characters."""
-    if last is None or line != last.line or not line_prefix.startswith(last.line_prefix):
+    if (
+        last is None
+        or line != last.line
+        or not line_prefix.startswith(last.line_prefix)
+    ):
         return None
     typed = line_prefix[len(last.line_prefix) :]
     if not typed or not last.text.startswith(typed) or len(typed) >= len(last.text):

@@ -49,7 +49,10 @@ class LineIndex:
 
 
 def to_offset(
-    index: LineIndex, position: types.Position, codec: PositionCodec, clamp: bool = False
+    index: LineIndex,
+    position: types.Position,
+    codec: PositionCodec,
+    clamp: bool = False,
 ) -> int:
     """String offset of an LSP position.
 

@@ -69,4 +69,6 @@ def _reindent(text: str, indent: str) -> str:
     least = min(len(line) - len(line.lstrip()) for line in rest)
     if least >= len(indent) or any(line.lstrip()[0] in _CLOSERS for line in rest):
         return text
-    return "\n".join(lines[:1] + [indent + line if line.strip() else line for line in lines[1:]])
+    return "\n".join(
+        lines[:1] + [indent + line if line.strip() else line for line in lines[1:]]
+    )

@@ -22,9 +22,13 @@ class Scheduler:
     """Runs jobs on one worker thread, newest per key."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infill-engine")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="infill-engine"
+        )
         self._current: dict[str, threading.Event] = {}
-        self.superseded = 0  # jobs cancelled because a newer one came, for the load test
+        self.superseded = (
+            0  # jobs cancelled because a newer one came, for the load test
+        )
 
     async def run(self, key: str, job: Job[T]) -> T | None:
         """Run `job(is_cancelled)` on the worker; None if a newer job for `key` won.
@@ -44,7 +48,9 @@ class Scheduler:
             return None if flag.is_set() else job(flag.is_set)
 
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, work)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._executor, work
+            )
         except asyncio.CancelledError:
             flag.set()
             raise

@@ -178,7 +178,9 @@ class InfillServer(LanguageServer):
         if offset is None:
             return None
         line_prefix = snap.text[snap.lines.starts[position.line] : offset]
-        ctx = context.at_cursor(snap, offset, self.trees.tree(snap), self.settings.span_size)
+        ctx = context.at_cursor(
+            snap, offset, self.trees.tree(snap), self.settings.span_size
+        )
         rest = edits.continue_suggestion(self.last.get(uri), position.line, line_prefix)
         if rest is not None:
             return snap, ctx, rest
@@ -204,7 +206,9 @@ class InfillServer(LanguageServer):
         )
         started = time.perf_counter()
         try:
-            result = await self.scheduler.run(key, lambda stale: engine.fill(request, stale))
+            result = await self.scheduler.run(
+                key, lambda stale: engine.fill(request, stale)
+            )
         except asyncio.CancelledError:
             raise
         except Exception:  # the engine failing answers this request empty, no more
@@ -233,12 +237,16 @@ class InfillServer(LanguageServer):
                 spans.append((hole.start, hole.end, ctx.header + text))
         return spans
 
-    async def rewrite(self, snap: Snapshot, rng: types.Range) -> types.WorkspaceEdit | None:
+    async def rewrite(
+        self, snap: Snapshot, rng: types.Range
+    ) -> types.WorkspaceEdit | None:
         """Re-denoise the selected range with everything around it pinned."""
         start, end = self.offset(snap, rng.start), self.offset(snap, rng.end)
         if start is None or end is None or end <= start:
             return None
-        ctx = context.for_range(snap, start, end, self.trees.tree(snap), self.settings.span_size)
+        ctx = context.for_range(
+            snap, start, end, self.trees.tree(snap), self.settings.span_size
+        )
         text = await self.infill(snap, ctx, key=f"rewrite:{snap.uri}")
         if not text:
             return None
@@ -254,7 +262,9 @@ class InfillServer(LanguageServer):
             if not spans or current is None or current.version != snap.version:
                 return
             edit = edits.replacement(snap, spans, self.codec)
-            self.workspace_apply_edit(types.ApplyWorkspaceEditParams(edit=edit, label="infill"))
+            self.workspace_apply_edit(
+                types.ApplyWorkspaceEditParams(edit=edit, label="infill")
+            )
 
         self._background.add(job)
         job.add_done_callback(done)
@@ -301,7 +311,9 @@ def create_server(
         ls.trees.forget(params.text_document.uri)
         ls.last.pop(params.text_document.uri, None)
 
-    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    @server.feature(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions()
+    )
     async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams):
         found = await ls.suggest(params.text_document.uri, params.position)
         if found is None:
@@ -309,7 +321,8 @@ def create_server(
         return edits.to_inline_items(*found, ls.codec)
 
     @server.feature(
-        types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "("])
+        types.TEXT_DOCUMENT_COMPLETION,
+        types.CompletionOptions(trigger_characters=[".", "("]),
     )
     async def completion(ls: InfillServer, params: types.CompletionParams):
         found = await ls.suggest(params.text_document.uri, params.position)
@@ -347,10 +360,16 @@ def create_server(
     @server.command(CMD_REWRITE)
     async def rewrite_selection(ls: InfillServer, uri: str, rng: dict):
         snap = ls.snapshot(uri)
-        edit = await ls.rewrite(snap, converter.structure(rng, types.Range)) if snap else None
+        edit = (
+            await ls.rewrite(snap, converter.structure(rng, types.Range))
+            if snap
+            else None
+        )
         if edit is None:
             return {"applied": False}
-        result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit))
+        result = await ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit)
+        )
         return {"applied": bool(result and result.applied)}
 
     @server.command(CMD_FILL_HOLES)
@@ -360,7 +379,9 @@ def create_server(
         if not spans:
             return {"applied": False, "holes": 0}
         edit = edits.replacement(snap, spans, ls.codec)
-        result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit))
+        result = await ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit)
+        )
         return {"applied": bool(result and result.applied), "holes": len(spans)}
 
     @server.command(CMD_STATUS)
@@ -368,7 +389,9 @@ def create_server(
         return ls.status()
 
     @server.feature(types.TEXT_DOCUMENT_WILL_SAVE_WAIT_UNTIL)
-    async def will_save_wait_until(ls: InfillServer, params: types.WillSaveTextDocumentParams):
+    async def will_save_wait_until(
+        ls: InfillServer, params: types.WillSaveTextDocumentParams
+    ):
         snap = ls.snapshot(params.text_document.uri)
         if snap is None or ls.engine is None or not ls.settings.fill_on_save:
             return []
@@ -395,7 +418,9 @@ def create_server(
     return server
 
 
-def _list_actions(ls: InfillServer, snap: Snapshot, rng: types.Range) -> list[types.CodeAction]:
+def _list_actions(
+    ls: InfillServer, snap: Snapshot, rng: types.Range
+) -> list[types.CodeAction]:
     """Rewrite for a non-empty selection, fill for hole markers; no model work here."""
     actions = []
     base = {"uri": snap.uri, "version": snap.version}
@@ -404,7 +429,8 @@ def _list_actions(ls: InfillServer, snap: Snapshot, rng: types.Range) -> list[ty
             types.CodeAction(
                 title="Rewrite selection (infill)",
                 kind=types.CodeActionKind.RefactorRewrite,
-                data=base | {"kind": "rewrite", "range": get_converter().unstructure(rng)},
+                data=base
+                | {"kind": "rewrite", "range": get_converter().unstructure(rng)},
             )
         )
     if context.find_holes(snap, None, ls.settings.hole_marker):

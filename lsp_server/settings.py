@@ -48,10 +48,20 @@ class Settings:
 # setting name in the editor (camelCase) -> (field, type, check, what the check wants)
 _RULES: dict[str, tuple[str, type, Any, str]] = {
     "model": ("model", str, lambda v: True, "a path or hub id"),
-    "device": ("device", str, lambda v: v in ("auto", "cuda", "cpu"), "auto, cuda or cpu"),
+    "device": (
+        "device",
+        str,
+        lambda v: v in ("auto", "cuda", "cpu"),
+        "auto, cuda or cpu",
+    ),
     "maxSteps": ("max_steps", int, lambda v: 0 <= v <= 512, "an integer in 0..512"),
     "spanSize": ("span_size", int, lambda v: 0 <= v <= 255, "an integer in 0..255"),
-    "holeMarker": ("hole_marker", str, lambda v: 0 < len(v.strip()) <= 40, "1..40 chars"),
+    "holeMarker": (
+        "hole_marker",
+        str,
+        lambda v: 0 < len(v.strip()) <= 40,
+        "1..40 chars",
+    ),
     "saveDeadlineMs": (
         "save_deadline_ms",
         int,
@@ -60,7 +70,12 @@ _RULES: dict[str, tuple[str, type, Any, str]] = {
     ),
     "fillOnSave": ("fill_on_save", bool, lambda v: True, "true or false"),
     "enable": ("enable", bool, lambda v: True, "true or false"),
-    "languages": ("languages", list, lambda v: all(isinstance(x, str) for x in v), "ids"),
+    "languages": (
+        "languages",
+        list,
+        lambda v: all(isinstance(x, str) for x in v),
+        "ids",
+    ),
 }
 
 
@@ -80,7 +95,9 @@ def parse(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
     if isinstance(raw, dict) and isinstance(raw.get("infill"), dict):
         raw = raw["infill"]
     if not isinstance(raw, dict):
-        return settings, [f"infill settings must be an object (got {type(raw).__name__})"]
+        return settings, [
+            f"infill settings must be an object (got {type(raw).__name__})"
+        ]
     changes, problems = {}, []
     for key, value in raw.items():
         rule = _RULES.get(key)

@@ -24,7 +24,13 @@ GRAMMARS = {
     "go": "go",
     "rust": "rust",
 }
-LINE_COMMENT = {"python": "#", "shellscript": "#", "ruby": "#", "yaml": "#", "toml": "#"}
+LINE_COMMENT = {
+    "python": "#",
+    "shellscript": "#",
+    "ruby": "#",
+    "yaml": "#",
+    "toml": "#",
+}
 DEFAULT_LINE_COMMENT = "//"
 MAX_PARSE_BYTES = 2_000_000
 

@@ -10,7 +10,9 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 CAPABILITIES = types.ClientCapabilities(
-    general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf16]),
+    general=types.GeneralClientCapabilities(
+        position_encodings=[types.PositionEncodingKind.Utf16]
+    ),
     window=types.WindowClientCapabilities(work_done_progress=True),
     workspace=types.WorkspaceClientCapabilities(
         apply_edit=True,
@@ -18,7 +20,9 @@ CAPABILITIES = types.ClientCapabilities(
         did_change_configuration=types.DidChangeConfigurationClientCapabilities(),
     ),
     text_document=types.TextDocumentClientCapabilities(
-        synchronization=types.TextDocumentSyncClientCapabilities(will_save_wait_until=True),
+        synchronization=types.TextDocumentSyncClientCapabilities(
+            will_save_wait_until=True
+        ),
         inline_completion=types.InlineCompletionClientCapabilities(),
         completion=types.CompletionClientCapabilities(),
         code_action=types.CodeActionClientCapabilities(
@@ -48,7 +52,9 @@ class Session:
 
         @c.feature("infill/status")
         def status(params):
-            self.statuses.append(params if isinstance(params, dict) else params._asdict())
+            self.statuses.append(
+                params if isinstance(params, dict) else params._asdict()
+            )
 
         @c.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def create(params):
@@ -69,7 +75,9 @@ class Session:
         self._drain = asyncio.create_task(self._read_stderr())
         result = await self.client.initialize_async(
             types.InitializeParams(
-                capabilities=CAPABILITIES, initialization_options=options, process_id=None
+                capabilities=CAPABILITIES,
+                initialization_options=options,
+                process_id=None,
             )
         )
         self.client.initialized(types.InitializedParams())
@@ -93,7 +101,9 @@ class Session:
         self.versions[uri] = 1
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(
-                types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
+                types.TextDocumentItem(
+                    uri=uri, language_id=language, version=1, text=text
+                )
             )
         )
 
@@ -106,7 +116,9 @@ class Session:
         )
         self.client.text_document_did_change(
             types.DidChangeTextDocumentParams(
-                types.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]),
+                types.VersionedTextDocumentIdentifier(
+                    uri=uri, version=self.versions[uri]
+                ),
                 [change],
             )
         )

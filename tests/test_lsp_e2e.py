@@ -33,7 +33,9 @@ HOLES = (
 async def session(tiny_model_dir):
     s = Session()
     # few steps keep the suite fast; tests that need a long request raise it
-    await s.start("--model", str(tiny_model_dir), "--device", "cpu", options={"maxSteps": 8})
+    await s.start(
+        "--model", str(tiny_model_dir), "--device", "cpu", options={"maxSteps": 8}
+    )
     await s.wait_status("ready")
     yield s
     await s.stop()
@@ -99,12 +101,16 @@ async def test_completion_items_carry_a_text_edit(session):
         assert item.text_edit.new_text
 
 
-async def test_rewrite_action_is_listed_instantly_and_resolved_within_the_selection(session):
+async def test_rewrite_action_is_listed_instantly_and_resolved_within_the_selection(
+    session,
+):
     session.open(URI, SOURCE)
     selection = types.Range(types.Position(3, 8), types.Position(3, 22))
     actions = await session.client.text_document_code_action_async(
         types.CodeActionParams(
-            text_document=doc(), range=selection, context=types.CodeActionContext(diagnostics=[])
+            text_document=doc(),
+            range=selection,
+            context=types.CodeActionContext(diagnostics=[]),
         )
     )
     rewrite = [a for a in actions if a.title.startswith("Rewrite selection")]
@@ -158,7 +164,12 @@ async def test_save_past_the_deadline_answers_empty_then_applies_the_fill(sessio
         holes = {(1, 4, 1, 31), (5, 4, 5, 12)}
         for e in change.edits:
             r = e.range
-            assert (r.start.line, r.start.character, r.end.line, r.end.character) in holes
+            assert (
+                r.start.line,
+                r.start.character,
+                r.end.line,
+                r.end.character,
+            ) in holes
 
 
 async def test_bad_positions_and_unknown_documents_answer_empty(session):
@@ -172,7 +183,9 @@ async def test_bad_positions_and_unknown_documents_answer_empty(session):
 
 async def test_invalid_settings_are_shown_and_defaults_used(session):
     session.client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"infill": {"maxSteps": "many", "device": 3}})
+        types.DidChangeConfigurationParams(
+            settings={"infill": {"maxSteps": "many", "device": 3}}
+        )
     )
     for _ in range(100):
         if len(session.messages) >= 2:

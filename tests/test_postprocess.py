@@ -1,0 +1,44 @@
+from lsp_server.context import InfillContext
+from lsp_server.postprocess import clean, parses_as_well
+
+
+def ctx(kind, prefix="", suffix="", indent=""):
+    return InfillContext(prefix, suffix, 0, 0, kind, indent, (16,))
+
+
+def test_single_line_stops_at_the_line_break():
+    assert clean(ctx("line", suffix="\nnext"), "a + b\nprint(x)") == "a + b"
+
+
+def test_text_repeating_the_rest_of_the_line_is_dropped():
+    assert clean(ctx("expression", suffix=")\n"), "a, b)") == "a, b"
+    assert clean(ctx("line", suffix="]:\n"), "x[0]:") == "x[0"
+
+
+def test_block_lines_repeating_the_suffix_are_dropped():
+    text = "total += x\n    return total"
+    out = clean(ctx("block", suffix="\n    return total\n", indent="    "), text)
+    assert out == "total += x"
+
+
+def test_block_written_from_column_zero_is_indented_like_its_block():
+    out = clean(
+        ctx("block", indent="    "), "for x in xs:\n    total += x\nreturn total"
+    )
+    assert out == "for x in xs:\n        total += x\n    return total"
+
+
+def test_properly_indented_blocks_and_closers_are_left_alone():
+    text = "if (x) {\n    y();\n  }"
+    assert clean(ctx("block", indent="  "), text) == text
+
+
+def test_whitespace_only_is_nothing():
+    assert clean(ctx("block"), " \n  \n") == ""
+
+
+def test_parse_check_prefers_candidates_that_add_no_error():
+    c = ctx("line", prefix="x = foo(", suffix=")\n")
+    assert parses_as_well("python", c, "1, 2")
+    assert not parses_as_well("python", c, "1, (2")
+    assert parses_as_well("zig", c, "anything")  # no grammar: no opinion
