@@ -96,7 +96,9 @@ def test_wheel_sources_skip_tests_and_split_is_stable(tmp_path):
 
 def _hole(tok, cut=400, length=30):
     text = SOURCE * 6
-    return holes.Hole(text[:cut], text[cut : cut + length], text[cut + length :], "chars")
+    return holes.Hole(
+        text[:cut], text[cut : cut + length], text[cut + length :], "chars"
+    )
 
 
 def test_example_pinned_tokens_and_prompt_equal_the_canvas_plan(tiny_tokenizer):
@@ -104,7 +106,12 @@ def test_example_pinned_tokens_and_prompt_equal_the_canvas_plan(tiny_tokenizer):
     hole = _hole(tok)
     encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     plan = plan_canvas(
-        encode(hole.prefix), encode(hole.suffix), [16], 64, tok.bos_token_id, tok.pad_token_id
+        encode(hole.prefix),
+        encode(hole.suffix),
+        [16],
+        64,
+        tok.bos_token_id,
+        tok.pad_token_id,
     )
     natural = plan.prompt_ids.shape[1]
     assert natural > 8
@@ -116,7 +123,9 @@ def test_example_pinned_tokens_and_prompt_equal_the_canvas_plan(tiny_tokenizer):
         # cutting the prompt never changes the canvas: same tail, span and suffix head
         assert torch.equal(ex.span_mask, plan.span_mask[0])
         assert torch.equal(ex.target[plan.pinned[0]], plan.canvas[0][plan.pinned[0]])
-        assert torch.equal(ex.prompt_ids[1:], plan.prompt_ids[0][natural - bucket + 1 :])
+        assert torch.equal(
+            ex.prompt_ids[1:], plan.prompt_ids[0][natural - bucket + 1 :]
+        )
     span = ex.target[ex.span_mask].tolist()
     middle = encode(hole.middle)
     assert span == middle + [tok.eos_token_id] * (16 - len(middle))
@@ -142,7 +151,9 @@ def test_noise_touches_span_slots_only():
 
 def test_training_forward_is_the_engine_forward(tiny_tokenizer):
     model = build_tiny_model(tiny_tokenizer, canvas_length=64)
-    ex = train.make_example(tiny_tokenizer, _hole(tiny_tokenizer), 16, 64, random.Random(0))
+    ex = train.make_example(
+        tiny_tokenizer, _hole(tiny_tokenizer), 16, 64, random.Random(0)
+    )
     batch = train.Batch(ex.prompt_ids[None], ex.target[None], ex.span_mask[None])
     with torch.no_grad():
         cache = train.encode_prompt(model, batch.prompt_ids)
@@ -162,13 +173,27 @@ def test_training_steps_reduce_loss_on_a_repeated_batch(tiny_tokenizer):
     model = build_tiny_model(tiny_tokenizer, canvas_length=64).train()
     rng = random.Random(0)
     rows = [
-        train.make_example(tiny_tokenizer, _hole(tiny_tokenizer, 300 + 37 * i), 16, 64, rng,
-                           buckets=(8,))
+        train.make_example(
+            tiny_tokenizer,
+            _hole(tiny_tokenizer, 300 + 37 * i),
+            16,
+            64,
+            rng,
+            buckets=(8,),
+        )
         for i in range(4)
     ]
-    batch = train.Batch(*(torch.stack(t) for t in zip(
-        *[(r.prompt_ids, r.target, r.span_mask) for r in rows], strict=True)))
-    noisy = train.add_noise(batch, len(tiny_tokenizer), torch.Generator().manual_seed(0))
+    batch = train.Batch(
+        *(
+            torch.stack(t)
+            for t in zip(
+                *[(r.prompt_ids, r.target, r.span_mask) for r in rows], strict=True
+            )
+        )
+    )
+    noisy = train.add_noise(
+        batch, len(tiny_tokenizer), torch.Generator().manual_seed(0)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     gen = torch.Generator().manual_seed(0)
     losses = []

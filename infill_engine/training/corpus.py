@@ -53,7 +53,15 @@ INDEPENDENT_PACKAGES = (("sortedcontainers==2.4.0", "Apache-2.0"),)
 STDLIB_LICENSE = "PSF-2.0"
 
 # Standard-library folders left out: tests, the IDLE GUI, demos, bundled installers.
-STDLIB_SKIP = {"test", "tests", "idlelib", "turtledemo", "site-packages", "ensurepip", "__pycache__"}
+STDLIB_SKIP = {
+    "test",
+    "tests",
+    "idlelib",
+    "turtledemo",
+    "site-packages",
+    "ensurepip",
+    "__pycache__",
+}
 HELDOUT_SHARE = 0.05
 MAX_FILE_CHARS = 200_000
 MAX_LINE_CHARS = 400
@@ -75,7 +83,7 @@ class SourceFile:
 
 
 def normalise(text: str) -> str:
-    """Text as compared for duplicates: LF line ends, no trailing spaces, no blank lines."""
+    """Text as compared for duplicates: LF ends, no trailing spaces, no blank lines."""
     lines = (line.rstrip() for line in text.replace("\r\n", "\n").split("\n"))
     return "\n".join(line for line in lines if line)
 
@@ -102,7 +110,7 @@ def reject_reason(text: str) -> str | None:
 
 
 def deduplicate(files: list[SourceFile]) -> list[SourceFile]:
-    """Keep the first file of each normalised-text hash, and only files fit for training."""
+    """Keep the first file of each normalised-text hash, if it is fit for training."""
     seen: set[str] = set()
     kept = []
     for file in files:
@@ -115,7 +123,7 @@ def deduplicate(files: list[SourceFile]) -> list[SourceFile]:
 
 
 def is_heldout(file: SourceFile, share: float = HELDOUT_SHARE) -> bool:
-    """A fixed, hash-chosen share of files is held out (stable across runs and machines)."""
+    """A fixed, hash-chosen share of files is held out (stable across runs)."""
     digest = hashlib.sha1(file.origin.encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < share
 
@@ -150,8 +158,17 @@ def fetch(requirement: str, cache: Path) -> Path:
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "-d", str(cache), requirement],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(cache),
+                requirement,
+            ],
             check=True,
         )
         found = [w for w in cache.glob("*.whl") if w.name.lower().startswith(stem)]
@@ -160,7 +177,9 @@ def fetch(requirement: str, cache: Path) -> Path:
     return found[0]
 
 
-def package_files(packages: tuple[tuple[str, str], ...], cache: Path) -> list[SourceFile]:
+def package_files(
+    packages: tuple[tuple[str, str], ...], cache: Path
+) -> list[SourceFile]:
     """Every source file of the listed pinned packages."""
     files: list[SourceFile] = []
     for requirement, license in packages:
@@ -170,19 +189,24 @@ def package_files(packages: tuple[tuple[str, str], ...], cache: Path) -> list[So
 
 
 def build(data: Path) -> dict[str, int]:
-    """Write train/heldout/independent JSONL files under `data/corpus`; return their sizes."""
+    """Write train/heldout/independent JSONL under `data/corpus`; return file counts."""
     cache = data / "wheels"
     trainable = deduplicate([*stdlib_files(), *package_files(TRAIN_PACKAGES, cache)])
     trained_hashes = {content_hash(f.text) for f in trainable}
     heldout_pkgs = package_files(HELDOUT_PACKAGES, cache)
     independent = [
-        f for f in deduplicate(package_files(INDEPENDENT_PACKAGES, cache))
+        f
+        for f in deduplicate(package_files(INDEPENDENT_PACKAGES, cache))
         if content_hash(f.text) not in trained_hashes
     ]
     splits = {
         "train": [f for f in trainable if not is_heldout(f)],
         "heldout": [f for f in trainable if is_heldout(f)]
-        + [f for f in deduplicate(heldout_pkgs) if content_hash(f.text) not in trained_hashes],
+        + [
+            f
+            for f in deduplicate(heldout_pkgs)
+            if content_hash(f.text) not in trained_hashes
+        ],
         "independent": independent,
     }
     out = data / "corpus"
@@ -198,7 +222,9 @@ def load_split(data: Path, split: str) -> list[SourceFile]:
     """The files of one split written by `build`."""
     path = data / "corpus" / f"{split}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: run python -m infill_engine.training.corpus")
+        raise FileNotFoundError(
+            f"{path} missing: run python -m infill_engine.training.corpus"
+        )
     with path.open(encoding="utf-8") as handle:
         return [SourceFile(**json.loads(line)) for line in handle]
 

@@ -11,7 +11,7 @@ Holes are cut by the training kinds (`holes.KINDS`, cycled) and filled with
 * batched: several span lengths in one batch; the engine picks the best row.
 
 Reported per mode: exact match (single-line holes and all holes), edit similarity
-(difflib ratio), the share of files that parse with the result inserted (Python's `ast`),
+(difflib ratio), the share of files that parse with the result inserted (`ast`),
 steps, tokens per forward and latency.
 """
 
@@ -50,7 +50,7 @@ def parses(source: str) -> bool:
 def draw_holes(
     files: Sequence[SourceFile], tokenizer: Any, n: int, seed: int = 0
 ) -> list[Hole]:
-    """`n` holes from parseable files, kinds cycled, middles short enough for every mode."""
+    """`n` holes from parseable files, kinds cycled, middles that fit every mode."""
     rng = random.Random(seed)
     usable = [f for f in files if parses(f.text)]
     holes: list[Hole] = []
@@ -85,12 +85,16 @@ def score(hole: Hole, text: str) -> dict[str, float]:
     }
 
 
-def evaluate_mode(engine: InfillEngine, holes: Sequence[Hole], mode: str) -> dict[str, Any]:
+def evaluate_mode(
+    engine: InfillEngine, holes: Sequence[Hole], mode: str
+) -> dict[str, Any]:
     """Fill every hole under one length mode and average the metrics."""
     rows = []
     for hole in holes:
         size = len(engine.tokenizer(hole.middle, add_special_tokens=False)["input_ids"])
-        result = engine.fill(InfillRequest(hole.prefix, hole.suffix, span_lengths(mode, size)))
+        result = engine.fill(
+            InfillRequest(hole.prefix, hole.suffix, span_lengths(mode, size))
+        )
         row = score(hole, result.text)
         row.update(
             kind=hole.kind,
@@ -119,12 +123,15 @@ def evaluate_mode(engine: InfillEngine, holes: Sequence[Hole], mode: str) -> dic
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The report's modes as a markdown table."""
-    head = ("| set | mode | exact (line) | exact (all) | edit sim. | parses | steps "
-            "| tok/fwd | p50 ms |\n|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| set | mode | exact (line) | exact (all) | edit sim. | parses | steps "
+        "| tok/fwd | p50 ms |\n|---|---|---|---|---|---|---|---|---|"
+    )
     rows = [head]
     for mode, m in report["modes"].items():
         rows.append(
-            f"| {report['set']} | {mode} | {m['exact_line']:.3f} | {m['exact_all']:.3f} "
+            f"| {report['set']} | {mode} "
+            f"| {m['exact_line']:.3f} | {m['exact_all']:.3f} "
             f"| {m['similarity']:.3f} | {m['parses']:.3f} | {m['steps']:.1f} "
             f"| {m['tokens_per_forward']:.2f} | {m['latency_ms_p50']:.0f} |"
         )
@@ -132,7 +139,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: evaluate one split in the three length modes, print and save JSON."""
+    """Command line: evaluate one split in three length modes; print, save JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="infill_engine/model")
     parser.add_argument("--set", choices=("heldout", "independent"), default="heldout")
@@ -142,10 +149,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="override the model's"
+    )
+    parser.add_argument("--entropy-bound", type=float, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = InfillEngine.load(args.model, device="cpu")
-    holes = draw_holes(load_split(args.data, args.set), engine.tokenizer, args.n, args.seed)
+    engine.config = engine.config.with_overrides(
+        max_steps=args.max_steps, entropy_bound=args.entropy_bound
+    )
+    holes = draw_holes(
+        load_split(args.data, args.set), engine.tokenizer, args.n, args.seed
+    )
     report = {
         "model": args.model,
         "set": args.set,

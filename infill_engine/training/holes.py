@@ -1,4 +1,4 @@
-"""Cut a hole in a source file: prefix + middle + suffix == the file, for training and eval.
+"""Cut a hole in a source file: prefix + middle + suffix == the file.
 
 Four kinds, the shapes an editor asks for:
 
@@ -46,7 +46,7 @@ def _line_starts(text: str) -> list[int]:
 
 
 def cut_line(text: str, rng: random.Random) -> Hole | None:
-    """The rest of a non-blank line from a random column (at or after its indentation)."""
+    """The rest of a non-blank line from a random column (at or after its indent)."""
     starts = _line_starts(text)
     lines = text.split("\n")
     choices = [i for i, line in enumerate(lines) if len(line.strip()) >= 2]
@@ -60,7 +60,7 @@ def cut_line(text: str, rng: random.Random) -> Hole | None:
 
 
 def cut_block(text: str, rng: random.Random) -> Hole | None:
-    """One to six whole lines; half the time the prefix keeps the first line's indent."""
+    """One to six whole lines; half the time the prefix keeps the first indent."""
     starts = _line_starts(text)
     lines = text.split("\n")
     i = rng.randrange(len(lines))
@@ -72,7 +72,7 @@ def cut_block(text: str, rng: random.Random) -> Hole | None:
 
 
 def node_ranges(text: str) -> list[tuple[int, int]]:
-    """Character ranges of syntax nodes worth filling; empty when the file does not parse."""
+    """Character ranges of syntax nodes worth filling; empty if it does not parse."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -89,20 +89,32 @@ def node_ranges(text: str) -> list[tuple[int, int]]:
     ranges = []
     for node in ast.walk(tree):
         if isinstance(node, ast.expr) and node.end_lineno is not None:
-            ranges.append((offset(node.lineno, node.col_offset),
-                           offset(node.end_lineno, node.end_col_offset or 0)))
+            ranges.append(
+                (
+                    offset(node.lineno, node.col_offset),
+                    offset(node.end_lineno, node.end_col_offset or 0),
+                )
+            )
             if isinstance(node, ast.Call) and (node.args or node.keywords):
-                func_end = offset(node.func.end_lineno or 1, node.func.end_col_offset or 0)
+                func_end = offset(
+                    node.func.end_lineno or 1, node.func.end_col_offset or 0
+                )
                 ranges.append((func_end + 1, ranges[-1][1] - 1))  # inside the brackets
         body = getattr(node, "body", None)
         if isinstance(node, ast.stmt) and isinstance(body, list) and body:
             last = body[-1]
-            ranges.append((offset(body[0].lineno, body[0].col_offset),
-                           offset(last.end_lineno or last.lineno, last.end_col_offset or 0)))
+            ranges.append(
+                (
+                    offset(body[0].lineno, body[0].col_offset),
+                    offset(last.end_lineno or last.lineno, last.end_col_offset or 0),
+                )
+            )
     return [(s, e) for s, e in ranges if 0 < e - s <= MAX_NODE_CHARS]
 
 
-def cut_node(text: str, rng: random.Random, ranges: list[tuple[int, int]] | None = None) -> Hole | None:
+def cut_node(
+    text: str, rng: random.Random, ranges: list[tuple[int, int]] | None = None
+) -> Hole | None:
     """A random syntax node (pass precomputed `node_ranges` to skip re-parsing)."""
     ranges = node_ranges(text) if ranges is None else ranges
     if not ranges:
@@ -116,11 +128,16 @@ def cut_chars(text: str, rng: random.Random) -> Hole | None:
     if len(text) < 2:
         return None
     start = rng.randrange(len(text) - 1)
-    return _split(text, start, min(len(text), start + rng.randint(1, MAX_CHARS_HOLE)), "chars")
+    return _split(
+        text, start, min(len(text), start + rng.randint(1, MAX_CHARS_HOLE)), "chars"
+    )
 
 
 def cut_hole(
-    text: str, kind: str, rng: random.Random, ranges: list[tuple[int, int]] | None = None
+    text: str,
+    kind: str,
+    rng: random.Random,
+    ranges: list[tuple[int, int]] | None = None,
 ) -> Hole | None:
     """A hole of the given kind, or None when the file has no such place."""
     if kind == "line":

@@ -8,7 +8,7 @@ to the encoder prompt (BOS first), the canvas holds the pinned prefix tail, the 
 (middle, then end-of-span tokens) and the pinned suffix head. One step:
 
 1. Noise: each span slot becomes a uniform random id with probability t ~ U(0, 1).
-2. Encode the prompts into a fresh `DynamicCache`; the decoder reads it, as at inference.
+2. Encode the prompts into a fresh `DynamicCache`; the decoder reads it (as the engine).
 3. Half of the batches: a no-grad decoder pass gives logits, scaled by a temperature
    from the engine's schedule, fed back as `self_conditioning_logits`.
 4. Cross entropy on span slots only; AdamW, warmup then cosine over the time budget,
@@ -44,13 +44,15 @@ from infill_engine.configs import tiny_config
 from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.training.holes import KINDS, Hole, cut_hole, node_ranges
 
-# Span lengths the model is trained on; the engine asks for (16, 32), (32, 64), (48, 96).
+# Span lengths trained on; the engine asks for (16, 32), (32, 64), (48, 96).
 SPAN_CHOICES = (8, 16, 32, 48, 64, 96)
 # Encoder prompt lengths (BOS included); a batch shares one.
 PROMPT_BUCKETS = (1, 48, 160, 512)
-# Temperatures of the engine's schedule (DenoiseConfig t_min..t_max) for self-conditioning.
+# Self-conditioning temperatures: the engine's schedule (DenoiseConfig t_min..t_max).
 SELF_COND_TEMPERATURE = (0.4, 0.8)
-TRUNCATED_SHARE = 0.1  # spans shorter than the middle: the engine's batched rows see those
+TRUNCATED_SHARE = (
+    0.1  # spans shorter than the middle: the engine's batched rows see those
+)
 OVERSIZED_SHARE = 0.45  # spans longer than needed: the model learns to pad with EOS
 
 
@@ -73,7 +75,7 @@ class Batch:
 
 
 def choose_span(middle_tokens: int, rng: random.Random) -> int:
-    """The smallest span that fits middle + EOS; sometimes a larger or a too short one."""
+    """The smallest span holding middle + EOS; sometimes a larger or too short one."""
     fits = [s for s in SPAN_CHOICES if s >= middle_tokens + 1]
     short = [s for s in SPAN_CHOICES if s < middle_tokens + 1]
     draw = rng.random()
@@ -114,7 +116,12 @@ def make_example(
         return None
     span = span or choose_span(len(middle_ids), rng)
     plan = lambda ids: plan_canvas(  # noqa: E731
-        ids, suffix_ids, [span], canvas_length, tokenizer.bos_token_id, tokenizer.pad_token_id
+        ids,
+        suffix_ids,
+        [span],
+        canvas_length,
+        tokenizer.bos_token_id,
+        tokenizer.pad_token_id,
     )
     batch = plan(prefix_ids)
     want = rng.choice([b for b in buckets if b <= batch.prompt_ids.shape[1]])
@@ -163,7 +170,7 @@ def batches(stream: Iterator[Example], batch_size: int) -> Iterator[Batch]:
 
 
 def add_noise(batch: Batch, vocab_size: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, L) canvas: each span slot replaced by a uniform random id with prob t ~ U(0,1)."""
+    """(B, L) canvas: each span slot becomes a uniform random id w.p. t ~ U(0, 1)."""
     b, length = batch.target.shape
     level = torch.rand(b, 1, generator=gen)
     flip = batch.span_mask & (torch.rand(b, length, generator=gen) < level)
@@ -172,7 +179,7 @@ def add_noise(batch: Batch, vocab_size: int, gen: torch.Generator) -> torch.Tens
 
 
 def encode_prompt(model: Any, prompt_ids: torch.Tensor) -> Any:
-    """Encoder prefill into a fresh cache, positions 0..P-1 (as `DiffusionGemmaDenoiser`)."""
+    """Encoder prefill into a fresh cache, positions 0..P-1 (as the engine does)."""
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
     return model.model.encoder(input_ids=prompt_ids, cache=cache).cache
 
@@ -208,9 +215,12 @@ def span_loss(
         low, high = SELF_COND_TEMPERATURE
         temperature = low + (high - low) * float(torch.rand(1, generator=gen))
         with torch.no_grad():
-            previous = model(
-                decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions
-            ).logits / temperature  # (B, L, V)
+            previous = (
+                model(
+                    decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions
+                ).logits
+                / temperature
+            )  # (B, L, V)
     hidden = model.model.decoder(
         decoder_input_ids=noisy,
         cache=cache,
@@ -222,16 +232,24 @@ def span_loss(
 
 
 def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float:
-    """Linear warmup over `warmup` steps, then cosine to 10% of peak as progress -> 1."""
+    """Linear warmup over `warmup` steps, then cosine to 10% of peak at progress 1."""
     warm = min(1.0, (step + 1) / warmup)
-    return peak * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return (
+        peak * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    )
 
 
 def fixed_eval_batches(
-    files: Sequence[SourceFile], tokenizer: Any, canvas_length: int, count: int, size: int
+    files: Sequence[SourceFile],
+    tokenizer: Any,
+    canvas_length: int,
+    count: int,
+    size: int,
 ) -> list[tuple[Batch, torch.Tensor]]:
-    """Held-out batches with their noisy canvases, fixed by seed, for a comparable loss."""
-    stream = batches(examples(files, tokenizer, canvas_length, random.Random(1234)), size)
+    """Held-out batches and noisy canvases, fixed by seed, for a comparable loss."""
+    stream = batches(
+        examples(files, tokenizer, canvas_length, random.Random(1234)), size
+    )
     gen = torch.Generator().manual_seed(1234)
     out = []
     for _ in range(count):
@@ -267,7 +285,7 @@ def _build_model(tokenizer: Any, args: argparse.Namespace) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: train (or resume) for `--minutes` of wall time, saving as it goes."""
+    """Command line: train (or resume) for `--minutes` of wall time, saving often."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -291,32 +309,48 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     args.run.mkdir(parents=True, exist_ok=True)
     checkpoint = args.run / "checkpoint.pt"
-    state = {"step": 0, "elapsed": 0.0, "tokens": 0, "span_tokens": 0, "seed": args.seed}
+    state = {
+        "step": 0,
+        "elapsed": 0.0,
+        "tokens": 0,
+        "span_tokens": 0,
+        "seed": args.seed,
+    }
     if checkpoint.is_file():
         saved = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
         print(f"resumed at step {state['step']} ({state['elapsed'] / 60:.1f} min)")
-    # A resumed run draws fresh examples: the stream is seeded by the step it resumes at.
+    # A resumed run draws fresh examples: the stream is seeded by its first step.
     rng = random.Random(args.seed * 1_000_003 + state["step"])
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + state["step"])
     train_files = load_split(args.data, "train")
     fixed = fixed_eval_batches(
-        load_split(args.data, "heldout"), tokenizer, args.canvas_length, 4, args.batch_size
+        load_split(args.data, "heldout"),
+        tokenizer,
+        args.canvas_length,
+        4,
+        args.batch_size,
     )
-    stream = batches(examples(train_files, tokenizer, args.canvas_length, rng), args.batch_size)
+    stream = batches(
+        examples(train_files, tokenizer, args.canvas_length, rng), args.batch_size
+    )
     log = (args.run / "loss.tsv").open("a", encoding="utf-8")
     budget = args.minutes * 60
     last_save, last_ckpt, running = state["elapsed"], state["elapsed"], None
     while state["elapsed"] < budget:
         t0 = time.perf_counter()
         batch = next(stream)
-        lr = learning_rate(state["step"], state["elapsed"] / budget, args.lr, args.warmup)
+        lr = learning_rate(
+            state["step"], state["elapsed"] / budget, args.lr, args.warmup
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         noisy = add_noise(batch, len(tokenizer), gen)
-        loss = span_loss(model, batch, noisy, bool(torch.rand(1, generator=gen) < 0.5), gen)
+        loss = span_loss(
+            model, batch, noisy, bool(torch.rand(1, generator=gen) < 0.5), gen
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -327,16 +361,27 @@ def main(argv: list[str] | None = None) -> None:
         state["span_tokens"] += int(batch.span_mask.sum())
         value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
-        log.write(f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.6f}\t{value:.4f}\t"
-                  f"{state['tokens']}\n")
+        log.write(
+            f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.6f}\t{value:.4f}\t"
+            f"{state['tokens']}\n"
+        )
         log.flush()
         if state["step"] % 20 == 0:
-            print(f"step {state['step']} {state['elapsed'] / 60:.1f} min lr {lr:.2e} "
-                  f"loss {running:.3f} P={batch.prompt_ids.shape[1]}", flush=True)
+            print(
+                f"step {state['step']} {state['elapsed'] / 60:.1f} min lr {lr:.2e} "
+                f"loss {running:.3f} P={batch.prompt_ids.shape[1]}",
+                flush=True,
+            )
         done = state["elapsed"] >= budget
         if done or state["elapsed"] - last_ckpt >= 180:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "state": state}, checkpoint)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                },
+                checkpoint,
+            )
             last_ckpt = state["elapsed"]
         if done or state["elapsed"] - last_save >= args.save_minutes * 60:
             state["heldout_loss"] = heldout_loss(model, fixed)
@@ -347,7 +392,9 @@ def main(argv: list[str] | None = None) -> None:
     log.close()
 
 
-def _summary(model: Any, state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def _summary(
+    model: Any, state: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     return {
         "steps": state["step"],
         "wall_time_min": round(state["elapsed"] / 60, 1),

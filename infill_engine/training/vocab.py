@@ -1,6 +1,6 @@
-"""Train the shipped model's tokenizer on the training split and save it into a model dir.
+"""Train the shipped model's tokenizer on the training split; save it into a model dir.
 
-    python -m infill_engine.training.vocab --out infill_engine/model [--vocab-size 8192]
+python -m infill_engine.training.vocab --out infill_engine/model [--vocab-size 8192]
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = train_tokenizer(texts, args.vocab_size)
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(args.out)
-    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    tokens = sum(
+        len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+    )
     chars = sum(len(t) for t in texts)
-    print(f"vocab {len(tokenizer)}; train split {tokens} tokens, {chars / tokens:.2f} chars/token")
+    print(
+        f"vocab {len(tokenizer)}; train split {tokens} tokens, "
+        f"{chars / tokens:.2f} chars/token"
+    )
 
 
 if __name__ == "__main__":
