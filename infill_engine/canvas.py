@@ -38,6 +38,11 @@ class CanvasBatch:
         """(B, L) True on span slots."""
         return ~self.pinned
 
+    @property
+    def window(self) -> slice:
+        """The positions that hold a span slot in any row."""
+        return slice(self.span_start, self.span_start + max(self.span_lengths))
+
 
 def plan_canvas(
     prefix_ids: Sequence[int],

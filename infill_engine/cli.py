@@ -76,6 +76,34 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument(
         "--json", action="store_true", help="print the whole result as JSON"
     )
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark: LSP end to end, engine overhead, diffusion vs autoregression",
+        description="Measure, in one run: inline and rewrite requests through the real "
+        "language server over stdio (p50/p95/max, steps, tokens per forward, time split), "
+        "the engine's time per denoising step against a bare forward of the same model, and "
+        "denoising against token-by-token decoding of a same-size causal model. Prints a "
+        "table and writes JSON.",
+    )
+    add_model_arguments(bench)
+    bench.add_argument(
+        "--json-out", type=Path, default=Path("bench.json"), help="JSON file"
+    )
+    bench.add_argument(
+        "--per-kind",
+        type=int,
+        default=10,
+        help="cursor positions per span kind per file",
+    )
+    bench.add_argument("--steps", type=int, default=0, help="maxSteps for LSP requests")
+    bench.add_argument(
+        "--new-tokens", type=int, default=32, help="tokens for the AR race"
+    )
+    bench.add_argument(
+        "--skip-lsp",
+        action="store_true",
+        help="engine figures only (no server process)",
+    )
     return parser
 
 
@@ -159,11 +187,95 @@ def run_fill(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    """`infill bench`: print a table, write JSON; returns the exit status."""
+    import platform
+    import subprocess
+
+    import torch
+
+    from infill_engine import InfillEngine, ModelLoadError, bench
+
+    try:
+        engine = InfillEngine.load(args.model, args.device, args.trust_remote_code)
+    except ModelLoadError as exc:
+        print(f"infill: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report: dict = {
+        "device": engine.placement.describe(),
+        "threads": engine.placement.threads or None,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "model": args.model or "bundled",
+        "parameters": sum(p.numel() for p in engine.model.parameters()),
+        "canvas_length": engine.canvas_length,
+    }
+    print(f"engine on {report['device']}, {report['parameters'] / 1e6:.1f}M parameters")
+    report["overhead"] = bench.step_overhead(engine)
+    report["vs_autoregressive"] = bench.versus_autoregressive(engine, args.new_tokens)
+    if not args.skip_lsp:
+        command = [sys.executable, "-m", "lsp_server.bench", "--device", args.device]
+        command += ["--per-kind", str(args.per_kind), "--steps", str(args.steps)]
+        command += ["--model", args.model] if args.model else []
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(
+                f"infill: LSP benchmark failed:\n{proc.stderr[-2000:]}", file=sys.stderr
+            )
+            return 1
+        report |= json.loads(proc.stdout)
+    print(format_report(report))
+    args.json_out.write_text(json.dumps(report, indent=2))
+    print(f"JSON written to {args.json_out}")
+    return 0
+
+
+def format_report(report: dict) -> str:
+    """The benchmark as Markdown tables."""
+    o, ar = report["overhead"], report["vs_autoregressive"]
+    lines = [
+        "| engine | ms |",
+        "| --- | --- |",
+        f"| bare forward (transformers, whole canvas) | {o['bare_forward_ms']:.1f} |",
+        f"| engine step (span window) | {o['engine_step_ms']:.1f} |",
+        f"| engine step (whole-canvas window) | {o['engine_step_exact_ms']:.1f} |",
+        f"| overhead ratio, engine / bare | {o['overhead_ratio']:.2f} "
+        f"(whole canvas {o['overhead_ratio_exact']:.2f}) |",
+        "",
+        f"| {ar['new_tokens']} new tokens | ms | forwards | tokens/forward |",
+        "| --- | --- | --- | --- |",
+        f"| autoregressive (causal twin, KV cache) | {ar['autoregressive_ms']:.0f} | "
+        f"{ar['autoregressive_forwards']} | 1.00 |",
+        f"| diffusion (this engine) | {ar['diffusion_ms']:.0f} | {ar['diffusion_steps']} | "
+        f"{ar['diffusion_tokens_per_forward']:.2f} |",
+        f"| speed-up, AR time / diffusion time | {ar['speedup']:.2f} | | |",
+    ]
+    if "lsp" in report:
+        lines += [
+            "",
+            "| LSP request | n | p50 ms | p95 ms | max ms | steps | tok/fwd "
+            "| prefill | denoise | post | protocol |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for kind, r in report["lsp"].items():
+            if not r.get("requests"):
+                continue
+            lines.append(
+                f"| {kind} | {r['requests']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+                f"{r['max_ms']:.0f} | {r['steps']:.1f} | {r['tokens_per_forward']:.2f} | "
+                f"{r['prefill_ms']:.0f} | {r['denoise_ms']:.0f} | "
+                f"{r['postprocess_ms']:.0f} | {r['protocol_ms']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `infill` console script."""
     args = build_parser().parse_args(argv)
     if args.command == "fill":
         return run_fill(args)
+    if args.command == "bench":
+        return run_bench(args)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

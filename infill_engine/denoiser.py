@@ -4,6 +4,12 @@
 `DiffusionGemmaForBlockDiffusion`. The prompt is encoded once into a KV cache (the
 prefill); every denoising step reads that cache and never writes it, so a cached prefill
 is reused across requests whose prompt starts with the same tokens.
+
+A step computes logits only for a *window* of canvas positions (the span slots): the LM
+head, its softcap and the self-conditioning soft embeddings cost vocabulary-sized work per
+position, and pinned positions need none of it. Pinned positions outside the window are
+self-conditioned on their own token (a one-hot distribution). With the window covering
+the whole canvas, the forward is exactly transformers' `DiffusionGemmaForBlockDiffusion`.
 """
 
 from __future__ import annotations
@@ -41,9 +47,13 @@ class Denoiser(Protocol):
         ...
 
     def __call__(
-        self, canvas: torch.Tensor, self_cond: torch.Tensor | None, state: Any
+        self,
+        canvas: torch.Tensor,
+        self_cond: torch.Tensor | None,
+        state: Any,
+        window: slice,
     ) -> torch.Tensor:
-        """(B, L) canvas, optional (B, L, V) previous logits -> (B, L, V) logits."""
+        """(B, L) canvas, optional (B, W, V) previous logits -> (B, W, V) logits."""
         ...
 
 
@@ -94,16 +104,58 @@ class DiffusionGemmaDenoiser:
 
     @torch.no_grad()
     def __call__(
-        self, canvas: torch.Tensor, self_cond: torch.Tensor | None, state: PrefillState
+        self,
+        canvas: torch.Tensor,
+        self_cond: torch.Tensor | None,
+        state: PrefillState,
+        window: slice,
     ) -> torch.Tensor:
-        """(B, L) canvas, optional (B, L, V) previous logits -> (B, L, V) float logits."""
-        out = self.model(
-            decoder_input_ids=canvas,
-            self_conditioning_logits=self_cond,
-            cache=state.cache,
-            decoder_position_ids=state.positions,
+        """One decoder forward, logits for the window only.
+
+        Args:
+            canvas: (B, L) token ids.
+            self_cond: (B, W, V) the previous step's logits for the window, or None at
+                the first step.
+            state: the prefill.
+            window: the canvas positions that get logits.
+
+        Returns:
+            (B, W, V) float32 logits, soft-capped as the model's own head does.
+        """
+        dec = self.model.model.decoder
+        embed = dec.embed_tokens
+        embeds = embed(canvas)  # (B, L, H), scaled
+        if self_cond is None:
+            soft = torch.zeros_like(embeds)
+        else:
+            probs = self_cond.softmax(dim=-1, dtype=torch.float32).to(
+                embed.weight.dtype
+            )
+            soft = embeds.clone()  # one-hot self-conditioning outside the window
+            soft[:, window] = (probs @ embed.weight) * embed.embed_scale.to(
+                embeds.dtype
+            )
+        hidden = dec.self_conditioning(embeds, soft)
+        masks = dec.create_diffusion_decoder_attention_mask(
+            config=dec.text_config, inputs_embeds=hidden, cache=state.cache
         )
-        return out.logits
+        layer_types = dec.text_config.layer_types
+        rope = {
+            t: dec.rotary_emb(hidden, state.positions, t)
+            for t in dec.unique_layer_types
+        }
+        for i, layer in enumerate(dec.layers[: dec.text_config.num_hidden_layers]):
+            hidden = layer(
+                hidden,
+                position_embeddings=rope[layer_types[i]],
+                attention_mask=masks[layer_types[i]],
+                position_ids=state.positions,
+                cache=state.cache,
+            )
+        hidden = dec.norm(hidden[:, window])  # (B, W, H): the norm is per position
+        logits = self.model.lm_head(hidden).float()  # (B, W, V)
+        cap = self.model.final_logit_softcapping
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def _nearest(self, key: tuple[int, ...]) -> tuple[Any, int]:
         """The stored cache for the longest stored prompt that `key` starts with."""

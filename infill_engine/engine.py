@@ -115,6 +115,10 @@ class InfillEngine:
         placement: where the model lives.
         config: default denoising settings (checkpoint's generation config if None).
         span_lengths: default span slots tried per request.
+        max_prompt_tokens: the encoder prompt keeps at most this many prefix tokens.
+        exact_self_conditioning: compute logits for the whole canvas at every step, as
+            transformers' model does, instead of for the span slots only (slower; the
+            same for positions in the span, close elsewhere).
     """
 
     def __init__(
@@ -125,6 +129,7 @@ class InfillEngine:
         config: DenoiseConfig | None = None,
         span_lengths: Sequence[int] = DEFAULT_SPAN_LENGTHS,
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+        exact_self_conditioning: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -134,6 +139,7 @@ class InfillEngine:
         )
         self.span_lengths = tuple(span_lengths)
         self.max_prompt_tokens = max_prompt_tokens
+        self.exact_self_conditioning = exact_self_conditioning
         self.canvas_length = int(model.config.canvas_length)
         self.denoiser = DiffusionGemmaDenoiser(model)
         self.end_ids = _end_of_span_ids(model, tokenizer)
@@ -211,7 +217,9 @@ class InfillEngine:
         # A span never takes more than 3/4 of the canvas: context must stay pinned.
         longest = self.canvas_length * 3 // 4
         spans = tuple(
-            dict.fromkeys(min(s, longest) for s in request.span_lengths or self.span_lengths)
+            dict.fromkeys(
+                min(s, longest) for s in request.span_lengths or self.span_lengths
+            )
         )
         prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
         prefix_ids = self._encode(request.prefix[-prefix_chars:])
@@ -234,7 +242,10 @@ class InfillEngine:
         logits: torch.Tensor,
         request: InfillRequest,
     ) -> list[Candidate]:
-        confidence = torch.softmax(logits.float(), dim=-1).amax(-1).cpu()  # (B, L)
+        confidence = torch.softmax(logits.float(), dim=-1).amax(-1).cpu()  # (B, W)
+        offset = (
+            batch.span_start - self._window(batch).start
+        )  # span start in the window
         rows = argmax.cpu()
         out = []
         for row, span in enumerate(batch.span_lengths):
@@ -242,13 +253,20 @@ class InfillEngine:
             kept = cut_at_end_of_span(ids, self.end_ids)
             complete = len(kept) < span
             counted = len(kept) + (1 if complete else 0)
-            conf = confidence[row, batch.span_start : batch.span_start + counted]
+            conf = confidence[row, offset : offset + counted]
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
             valid = request.validate(text) if request.validate else True
             score = float(conf.mean())
             out.append(Candidate(text, span, score, complete, bool(valid), len(kept)))
         out.sort(key=lambda c: (c.valid, c.complete, c.score), reverse=True)
         return out
+
+    def _window(self, batch: CanvasBatch) -> slice:
+        return (
+            slice(0, self.canvas_length)
+            if self.exact_self_conditioning
+            else batch.window
+        )
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -38,7 +38,7 @@ class StepView:
 
 @dataclass(frozen=True)
 class LoopOutcome:
-    """argmax: (B, L) final canvas; logits: (B, L, V) last processed logits."""
+    """argmax: (B, L) final canvas; logits: (B, W, V) last processed window logits."""
 
     argmax: torch.Tensor
     logits: torch.Tensor | None
@@ -53,8 +53,12 @@ def denoise(
     config: DenoiseConfig,
     cancel: Callable[[], bool] = lambda: False,
     on_step: Callable[[StepView], None] | None = None,
+    window: slice | None = None,
 ) -> LoopOutcome:
     """Denoise the span slots of every canvas row; pinned positions never change.
+
+    Logits are computed for `window` (default: the span slots of the batch); the
+    sampler, stopping rule and self-conditioning all work on that window.
 
     1. Initialise: span slots get uniform noise; pinned positions hold their tokens.
     2. For cur_step = N..1, until every row has stopped:
@@ -66,45 +70,68 @@ def denoise(
        f. Keep the processed logits for self-conditioning; report the step.
     3. Return the argmax canvas of the last step.
     """
-    device = denoiser.device
+    device, w = denoiser.device, window or batch.window
     gen = torch.Generator(device=device).manual_seed(config.seed)
     sampler = EntropyBoundSampler(config.entropy_bound, greedy=config.greedy)
     temperature = LinearTemperature(config.t_max, config.t_min, config.max_steps)
     stopping = StableAndConfident(
         config.stability_threshold, config.confidence_threshold
     )
-    pinned, span = batch.pinned.to(device), batch.span_mask.to(device)
+    pinned, span = batch.pinned.to(device)[:, w], batch.span_mask.to(device)[:, w]
     # 1. Initialise
+    canvas = batch.canvas.to(device).clone()  # (B, L)
     none = torch.zeros_like(span)
-    canvas = sampler.renoise(
-        batch.canvas.to(device), none, span, denoiser.vocab_size, gen
-    )
-    argmax, logits, done, steps = canvas, None, none[:, 0], 0
+    canvas[:, w] = sampler.renoise(canvas[:, w], none, span, denoiser.vocab_size, gen)
+    argmax, logits, done, steps = canvas[:, w], None, none[:, 0], 0  # (B, W)
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
-            return LoopOutcome(argmax, logits, steps, cancelled=True)
-        raw = denoiser(canvas, logits, state)  # 2.b  (B, L, V)
+            return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
+        raw = denoiser(canvas, logits, state, w)  # 2.b  (B, W, V)
         steps += 1
         processed = raw / temperature(cur_step)  # 2.c
-        proposal = torch.where(pinned, canvas, sampler.draw(processed, gen))
-        new_argmax = torch.where(pinned, canvas, processed.argmax(-1))
+        current = canvas[:, w]
+        proposal = torch.where(pinned, current, sampler.draw(processed, gen))
+        new_argmax = torch.where(pinned, current, processed.argmax(-1))
         accepted = sampler.accept(processed, span)  # 2.d
-        new_canvas = sampler.renoise(
-            torch.where(accepted, proposal, canvas),
-            accepted,
-            span,
-            denoiser.vocab_size,
-            gen,
-        )
+        kept = torch.where(accepted, proposal, current)
+        renoised = sampler.renoise(kept, accepted, span, denoiser.vocab_size, gen)
         frozen = done[:, None]  # 2.e
         argmax = torch.where(frozen, argmax, new_argmax)
-        canvas = torch.where(frozen, canvas, new_canvas)
+        canvas[:, w] = torch.where(frozen, current, renoised)
         if logits is not None:
             processed = torch.where(frozen[..., None], logits, processed)
         done = done | stopping(argmax, processed, span)
         logits = processed  # 2.f
         if on_step is not None:
-            on_step(StepView(steps, config.max_steps, canvas, argmax, accepted, pinned))
+            on_step(_view(steps, config.max_steps, canvas, argmax, accepted, batch, w))
         if bool(done.all()):
             break
-    return LoopOutcome(argmax, logits, steps, cancelled=False)  # 3.
+    return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=False)  # 3.
+
+
+def _place(canvas: torch.Tensor, w: slice, window_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) canvas with the window replaced by (B, W) ids."""
+    out = canvas.clone()
+    out[:, w] = window_ids
+    return out
+
+
+def _view(
+    index: int,
+    max_steps: int,
+    canvas: torch.Tensor,
+    argmax: torch.Tensor,
+    accepted: torch.Tensor,
+    batch: CanvasBatch,
+    w: slice,
+) -> StepView:
+    full_accepted = torch.zeros_like(batch.pinned, device=canvas.device)
+    full_accepted[:, w] = accepted
+    return StepView(
+        index,
+        max_steps,
+        canvas.clone(),
+        _place(canvas, w, argmax),
+        full_accepted,
+        batch.pinned,
+    )

@@ -67,6 +67,7 @@ class InfillServer(LanguageServer):
         self.scheduler = Scheduler()
         self.last: dict[str, edits.LastSuggestion] = {}
         self.last_latency_ms: float | None = None
+        self.last_timings: dict[str, Any] = {}
         self._loader: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
 
@@ -139,6 +140,7 @@ class InfillServer(LanguageServer):
             "model": self.settings.model or "bundled",
             "device": engine.placement.describe() if engine else self.settings.device,
             "latencyMs": self.last_latency_ms,
+            "last": self.last_timings,
         }
 
     def notify_status(self) -> None:
@@ -219,9 +221,24 @@ class InfillServer(LanguageServer):
             return None
         if current.version != snap.version:
             return None  # computed for an older version: drop it
-        self.last_latency_ms = (time.perf_counter() - started) * 1000
+        finished = time.perf_counter()
+        text = postprocess.clean(ctx, result.text)
+        done = time.perf_counter()
+        self.last_latency_ms = (done - started) * 1000
+        self.last_timings = {
+            "kind": ctx.kind,
+            "steps": result.steps,
+            "tokensPerForward": result.tokens_per_forward,
+            "spanLength": result.span_length,
+            "tokenizeMs": result.timings.tokenize_ms,
+            "prefillMs": result.timings.prefill_ms,
+            "denoiseMs": result.timings.denoise_ms,
+            "decodeMs": result.timings.decode_ms,
+            "postprocessMs": (done - finished) * 1000,
+            "serverMs": self.last_latency_ms,
+        }
         self.notify_status()
-        return postprocess.clean(ctx, result.text)
+        return text
 
     async def fill_holes(self, snap: Snapshot) -> list[tuple[int, int, str]] | None:
         """Fill every hole marker of a snapshot in one job; None if it went stale."""

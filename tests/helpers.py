@@ -22,10 +22,11 @@ class ScriptedDenoiser:
     def prefill(self, prompt_ids, batch, canvas_length):
         return None
 
-    def __call__(self, canvas, self_cond, state):
+    def __call__(self, canvas, self_cond, state, window):
         self.calls += 1
-        logits = torch.zeros(*canvas.shape, self.vocab_size)
-        logits.scatter_(-1, self.script[..., None], self.sharpness)
+        script = self.script[:, window]
+        logits = torch.zeros(*script.shape, self.vocab_size)
+        logits.scatter_(-1, script[..., None], self.sharpness)
         return logits
 
 
@@ -41,6 +42,9 @@ class RandomDenoiser:
     def prefill(self, prompt_ids, batch, canvas_length):
         return None
 
-    def __call__(self, canvas, self_cond, state):
+    def __call__(self, canvas, self_cond, state, window):
         self.calls += 1
-        return torch.randn(*canvas.shape, self.vocab_size, generator=self.gen) * 3
+        width = len(range(*window.indices(canvas.shape[1])))
+        return (
+            torch.randn(canvas.shape[0], width, self.vocab_size, generator=self.gen) * 3
+        )

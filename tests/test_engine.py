@@ -108,9 +108,43 @@ def test_reused_prefill_gives_the_same_logits_as_a_fresh_one(
     fresh = b.denoiser.prefill(longer, 2, 64)
     assert a.denoiser.prefill_tokens_computed == 51 + 30
     canvas = torch.randint(0, 300, (2, 64))
+    whole = slice(0, 64)
     torch.testing.assert_close(
-        a.denoiser(canvas, None, reused), b.denoiser(canvas, None, fresh)
+        a.denoiser(canvas, None, reused, whole), b.denoiser(canvas, None, fresh, whole)
     )
+
+
+def test_whole_canvas_window_is_exactly_the_transformers_forward(
+    tiny_model, tiny_tokenizer
+):
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    state = engine.denoiser.prefill(torch.tensor([[2, 50, 60, 70]]), 2, 64)
+    canvas = torch.randint(0, 300, (2, 64))
+    previous = torch.randn(2, 64, tiny_model.config.text_config.vocab_size)
+    with torch.no_grad():
+        reference = tiny_model(
+            decoder_input_ids=canvas,
+            self_conditioning_logits=previous,
+            cache=state.cache,
+            decoder_position_ids=state.positions,
+        ).logits
+    ours = engine.denoiser(canvas, previous, state, slice(0, 64))
+    torch.testing.assert_close(ours, reference)
+    # a span window gives the same logits where it has them at the first step
+    first = engine.denoiser(canvas, None, state, slice(10, 30))
+    torch.testing.assert_close(
+        first, engine.denoiser(canvas, None, state, slice(0, 64))[:, 10:30]
+    )
+
+
+def test_exact_mode_and_window_mode_both_fill(tiny_model, tiny_tokenizer):
+    exact = InfillEngine(
+        tiny_model, tiny_tokenizer, resolve("cpu"), exact_self_conditioning=True
+    )
+    fast = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    for engine in (exact, fast):
+        result = engine.fill(REQUEST)
+        assert result.steps > 0 and len(result.candidates) == 2
 
 
 def test_config_defaults_come_from_the_generation_config():

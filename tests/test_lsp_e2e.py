@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from lsprotocol import types
 
-from lsp_client import Session
+from lsp_server.client import Session
 
 URI = "file:///work/example.py"
 SOURCE = (

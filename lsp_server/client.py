@@ -1,4 +1,8 @@
-"""A real LSP client (pygls's) driving the real `infill-lsp` process over stdio."""
+"""A small LSP client (pygls's) that drives a real `infill-lsp` process over stdio.
+
+The end-to-end tests and `infill bench` use it; it records what the server sends
+(messages, `infill/status`, progress, applyEdit requests).
+"""
 
 from __future__ import annotations
 
@@ -132,6 +136,12 @@ class Session:
                     trigger_kind=types.InlineCompletionTriggerKind.Automatic
                 ),
             )
+        )
+
+    async def command(self, name: str, *args: Any) -> Any:
+        """workspace/executeCommand."""
+        return await self.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=name, arguments=list(args))
         )
 
     async def stop(self) -> None:

@@ -1,0 +1,170 @@
+"""Engine benchmarks: step overhead against a bare forward, and diffusion against
+token-by-token autoregression on a causal model of the same size, each measured in one run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from infill_engine.engine import InfillEngine, InfillRequest
+from infill_engine.device import sync
+
+SAMPLE_PREFIX = '''"""Small statistics helpers."""
+
+
+def mean(values):
+    """Arithmetic mean of a non-empty list."""
+    total = 0
+    for value in values:
+        total += value
+    return total / len(values)
+
+
+def variance(values):
+    """Population variance."""
+    m = mean(values)
+    return '''
+SAMPLE_SUFFIX = """
+
+
+if __name__ == "__main__":
+    print(mean([1, 2, 3]), variance([1, 2, 3]))
+"""
+
+
+def median_ms(fn: Callable[[], Any], repeats: int, sync_to: Any) -> float:
+    """Median wall time of `fn` in milliseconds, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(sync_to)
+        start = time.perf_counter()
+        fn()
+        sync(sync_to)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def step_overhead(
+    engine: InfillEngine, steps: int = 12, repeats: int = 5
+) -> dict[str, Any]:
+    """Per-step time of the full engine vs a bare transformers forward on the same canvas.
+
+    The engine runs `steps` steps (stopping disabled); the bare forward is
+    `DiffusionGemmaForBlockDiffusion.forward` over the same canvas batch and cache, with
+    self-conditioning logits, as transformers' own loop calls it.
+    """
+    config = engine.config.with_overrides(max_steps=steps, confidence_threshold=1e-12)
+    request = InfillRequest(
+        SAMPLE_PREFIX, SAMPLE_SUFFIX, span_lengths=(32,), config=config
+    )
+    batch = engine.plan(request)
+    state = engine.denoiser.prefill(batch.prompt_ids, 1, engine.canvas_length)
+    canvas = batch.canvas.to(engine.placement.device)
+    vocab = engine.model.config.text_config.vocab_size
+    previous = torch.zeros(1, engine.canvas_length, vocab, device=canvas.device)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            engine.model(
+                decoder_input_ids=canvas,
+                self_conditioning_logits=previous,
+                cache=state.cache,
+                decoder_position_ids=state.positions,
+            )
+
+    def full(exact: bool) -> Callable[[], Any]:
+        def run() -> None:
+            engine.exact_self_conditioning = exact
+            try:
+                engine.fill(request)
+            finally:
+                engine.exact_self_conditioning = False
+
+        return run
+
+    bare_ms = median_ms(bare, repeats, engine.placement)
+    engine_ms = median_ms(full(False), repeats, engine.placement) / steps
+    exact_ms = median_ms(full(True), repeats, engine.placement) / steps
+    return {
+        "bare_forward_ms": bare_ms,
+        "engine_step_ms": engine_ms,
+        "engine_step_exact_ms": exact_ms,
+        "overhead_ratio": engine_ms / bare_ms,
+        "overhead_ratio_exact": exact_ms / bare_ms,
+    }
+
+
+def causal_twin(engine: InfillEngine) -> Any:
+    """A Llama-style causal LM with the engine model's width, depth, heads and vocabulary.
+
+    Its MLP is as wide as the DiffusionGemma layer's dense MLP plus its active experts, so
+    both models do about the same work per token.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tc = engine.model.config.text_config
+    active = tc.intermediate_size + (tc.top_k_experts or 0) * (
+        tc.moe_intermediate_size or 0
+    )
+    config = LlamaConfig(
+        vocab_size=tc.vocab_size,
+        hidden_size=tc.hidden_size,
+        intermediate_size=active,
+        num_hidden_layers=tc.num_hidden_layers,
+        num_attention_heads=tc.num_attention_heads,
+        num_key_value_heads=tc.num_key_value_heads,
+        head_dim=tc.head_dim,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    model = LlamaForCausalLM(config).to(engine.placement.device, engine.placement.dtype)
+    return model.eval()
+
+
+def versus_autoregressive(
+    engine: InfillEngine, new_tokens: int = 32, repeats: int = 3
+) -> dict[str, Any]:
+    """Time to produce `new_tokens` tokens: denoising a span vs greedy decoding with a
+    KV cache (transformers `generate`) on a causal model of the same size, same prompt."""
+    request = InfillRequest(SAMPLE_PREFIX, SAMPLE_SUFFIX, span_lengths=(new_tokens,))
+    batch = engine.plan(request)
+    prompt = torch.cat([batch.prompt_ids, batch.canvas[:, : batch.span_start]], dim=1)
+    prompt = prompt.to(engine.placement.device)
+    twin = causal_twin(engine)
+
+    def autoregressive() -> None:
+        with torch.inference_mode():
+            twin.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                use_cache=True,
+            )
+
+    results = []
+
+    def diffusion() -> None:
+        results.append(engine.fill(request))
+
+    ar_ms = median_ms(autoregressive, repeats, engine.placement)
+    diffusion_ms = median_ms(diffusion, repeats, engine.placement)
+    last = results[-1]
+    return {
+        "new_tokens": new_tokens,
+        "autoregressive_ms": ar_ms,
+        "autoregressive_forwards": new_tokens,
+        "diffusion_ms": diffusion_ms,
+        "diffusion_steps": last.steps,
+        "diffusion_tokens_per_forward": last.tokens_per_forward,
+        "speedup": ar_ms / diffusion_ms,
+    }

@@ -1,0 +1,174 @@
+"""End-to-end benchmark through LSP: the real server process, a real client over stdio.
+
+Inline-completion requests at many cursor positions of real Python files (single-line
+and multi-line spans) and rewrite actions; per request kind: p50/p95/max latency as the
+client sees it, steps, tokens per forward, and the split into prefill, denoise,
+post-processing and protocol (client latency minus time in the server's handler).
+Prints JSON on stdout. Run as `python -m lsp_server.bench`; `infill bench` calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+
+from lsp_server.client import Session
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def workload_files() -> list[Path]:
+    """Real Python: the project's example and a few standard-library modules."""
+    stdlib = Path(json.__file__).resolve().parent.parent
+    files = [EXAMPLES / "stats.py"] + [
+        stdlib / name for name in ("textwrap.py", "statistics.py", "colorsys.py")
+    ]
+    return [f for f in files if f.is_file()]
+
+
+def positions(text: str, per_kind: int) -> dict[str, list[tuple[int, int]]]:
+    """Cursor positions: mid-line (single-line spans) and after block openers (multi-line)."""
+    lines = text.split("\n")
+    single, multi = [], []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", '"', "'")):
+            continue
+        if stripped.endswith(":") and i + 1 < len(lines):
+            multi.append((i, len(line)))
+        elif " = " in line:
+            single.append((i, line.index(" = ") + 3))
+    step_s = max(1, len(single) // per_kind)
+    step_m = max(1, len(multi) // per_kind)
+    return {
+        "single-line": single[::step_s][:per_kind],
+        "multi-line": multi[::step_m][:per_kind],
+    }
+
+
+def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50/p95/max latency and mean splits of one request kind."""
+    if not samples:
+        return {"requests": 0}
+    lat = sorted(s["latency_ms"] for s in samples)
+
+    def mean(key: str) -> float:
+        values = [s[key] for s in samples if s.get(key) is not None]
+        return statistics.fmean(values) if values else 0.0
+
+    return {
+        "requests": len(samples),
+        "p50_ms": statistics.median(lat),
+        "p95_ms": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))],
+        "max_ms": lat[-1],
+        "steps": mean("steps"),
+        "tokens_per_forward": mean("tokensPerForward"),
+        "prefill_ms": mean("prefillMs"),
+        "denoise_ms": mean("denoiseMs"),
+        "postprocess_ms": mean("postprocessMs") + mean("decodeMs") + mean("tokenizeMs"),
+        "protocol_ms": mean("protocol_ms"),
+    }
+
+
+async def measure(session: Session, kind: str, send) -> dict[str, Any]:
+    """Time one request from the client, then read the server's split for it."""
+    start = time.perf_counter()
+    result = await send()
+    latency = (time.perf_counter() - start) * 1000
+    last = dict((await session.command("infill.status")).get("last") or {})
+    sample = {"kind": kind, "latency_ms": latency, **last}
+    server = last.get("serverMs")
+    sample["protocol_ms"] = latency - server if server is not None else None
+    sample["items"] = (
+        len(getattr(result, "items", ()) or ()) if result is not None else 0
+    )
+    return sample
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the server, drive the workload, return the figures."""
+    session = Session()
+    extra = ["--model", args.model] if args.model else []
+    await session.start(
+        *extra, "--device", args.device, options={"maxSteps": args.steps}
+    )
+    await session.wait_status("ready", timeout=300)
+    samples: list[dict[str, Any]] = []
+    for n, path in enumerate(workload_files()):
+        uri = f"file:///bench/{n}/{path.name}"
+        text = path.read_text(encoding="utf-8")
+        session.open(uri, text)
+        doc = types.TextDocumentIdentifier(uri=uri)
+        for kind, spots in positions(text, args.per_kind).items():
+            for line, char in spots:
+                samples.append(
+                    await measure(
+                        session, kind, lambda: session.inline(uri, line, char)
+                    )
+                )
+        for line, char in positions(text, args.per_kind)["single-line"][
+            : args.rewrites
+        ]:
+            rng = types.Range(
+                types.Position(line, char),
+                types.Position(line, len(text.split("\n")[line])),
+            )
+            action = types.CodeAction(
+                title="Rewrite selection (infill)",
+                data={
+                    "uri": uri,
+                    "version": 1,
+                    "kind": "rewrite",
+                    "range": {
+                        "start": {"line": line, "character": char},
+                        "end": {"line": rng.end.line, "character": rng.end.character},
+                    },
+                },
+            )
+            samples.append(
+                await measure(
+                    session,
+                    "rewrite",
+                    lambda: session.client.code_action_resolve_async(action),
+                )
+            )
+    await session.stop()
+    kinds = sorted({s["kind"] for s in samples})
+    return {
+        "lsp": {k: summarize([s for s in samples if s["kind"] == k]) for k in kinds}
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: `python -m lsp_server.bench`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lsp_server.bench", description=__doc__
+    )
+    parser.add_argument(
+        "--model", default="", help="checkpoint (default: bundled model)"
+    )
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--per-kind", type=int, default=12, help="positions per kind per file"
+    )
+    parser.add_argument(
+        "--rewrites", type=int, default=3, help="rewrite actions per file"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=0, help="maxSteps setting (0: model's)"
+    )
+    args = parser.parse_args(argv)
+    json.dump(asyncio.run(run(args)), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
