@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from lsprotocol import types
 from lsprotocol.converters import get_converter
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from infill_engine import InfillEngine, InfillRequest
 from lsp_server import context, edits, postprocess, settings
@@ -41,6 +44,35 @@ def load_engine(s: settings.Settings) -> InfillEngine:
     return InfillEngine.load(s.model or None, s.device)
 
 
+class InfillProtocol(LanguageServerProtocol):
+    """Document sync goes to the server's own store, and nowhere else.
+
+    pygls's built-in handlers keep a second copy of every document, and while applying a
+    change its position codec clamps out-of-range positions by writing into the request's
+    `Position` objects, so the server's handler would then see another range than the
+    client sent and the two copies of the document would drift apart.
+    """
+
+    def _to_user(self, method: str, params: Any):
+        if (handler := self.fm.features.get(method)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        """Only the server's own store records the document."""
+        yield from self._to_user(types.TEXT_DOCUMENT_DID_OPEN, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        """Changes reach the server's handler exactly as the client sent them."""
+        yield from self._to_user(types.TEXT_DOCUMENT_DID_CHANGE, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        """Only the server's own store forgets the document."""
+        yield from self._to_user(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+
 class InfillServer(LanguageServer):
     """All mutable server state lives here.
 
@@ -56,7 +88,7 @@ class InfillServer(LanguageServer):
         engine_factory: EngineFactory = load_engine,
         base: settings.Settings | None = None,
     ) -> None:
-        super().__init__("infill-lsp", VERSION)
+        super().__init__("infill-lsp", VERSION, protocol_cls=InfillProtocol)
         self.store = DocumentStore()
         self.trees = SyntaxTrees()
         self.settings = base or settings.Settings()
@@ -68,6 +100,7 @@ class InfillServer(LanguageServer):
         self.last: dict[str, edits.LastSuggestion] = {}
         self.last_latency_ms: float | None = None
         self.last_timings: dict[str, Any] = {}
+        self._oom_reported = False
         self._loader: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
 
@@ -213,6 +246,18 @@ class InfillServer(LanguageServer):
             )
         except asyncio.CancelledError:
             raise
+        except torch.OutOfMemoryError:
+            # Free what the failed request held; tell the user once, keep serving.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if not self._oom_reported:
+                self._oom_reported = True
+                self.show(
+                    types.MessageType.Error,
+                    "infill: out of GPU memory; suggestions answer empty. Set "
+                    "infill.device to cpu, choose a smaller model, or free GPU memory.",
+                )
+            return None
         except Exception:  # the engine failing answers this request empty, no more
             log.exception("engine failed on %s", snap.uri)
             return None

@@ -83,3 +83,13 @@ def test_help_explains_every_flag():
         "--steps",
     ):
         assert flag in proc.stdout
+
+
+def test_invalid_utf8_on_disk_is_a_clear_error(tmp_path, tiny_model_dir):
+    source = tmp_path / "bad.py"
+    source.write_bytes(b"x = '\xff\xfe'\n\x00\n")
+    proc = run(
+        "fill", str(source), "--line", "1", "--col", "1", "--model", str(tiny_model_dir)
+    )
+    assert proc.returncode == 2
+    assert "utf-8" in proc.stderr.lower() and "Traceback" not in proc.stderr

@@ -244,3 +244,34 @@ async def test_cancel_request_is_honoured(session):
         await asyncio.wait_for(future, 20)
     configure(session, maxSteps=4)
     assert isinstance((await session.inline(URI, 2, 24)).items, tuple)
+
+
+async def test_a_10_mb_file_is_served_and_edited(session):
+    big = "".join(
+        f"value_{i} = compute({i}, 'x')  # padding padding\n" for i in range(220_000)
+    )
+    assert len(big) > 10_000_000
+    uri = "file:///work/big.py"
+    session.open(uri, big)
+    last = big.count("\n")
+    session.change(
+        uri, types.Range(types.Position(last, 0), types.Position(last, 0)), "y = "
+    )
+    result = await asyncio.wait_for(session.inline(uri, last, 4), 60)
+    assert isinstance(result.items, tuple)
+    assert (await session.command("infill.status"))["state"] == "ready"
+
+
+async def test_shutdown_with_a_request_in_flight_exits_promptly(tiny_model_dir):
+    s = Session()
+    await s.start(
+        "--model", str(tiny_model_dir), "--device", "cpu", options={"maxSteps": 500}
+    )
+    await s.wait_status("ready")
+    s.open(URI, SOURCE)
+    asyncio.ensure_future(s.inline(URI, 1, 11))
+    await asyncio.sleep(0.3)
+    started = asyncio.get_running_loop().time()
+    await s.stop()
+    assert s.client._server.returncode == 0
+    assert asyncio.get_running_loop().time() - started < 10

@@ -1,0 +1,83 @@
+"""Faults a real process cannot be made to have: an engine that raises or runs out of
+memory, and requests while the model is still loading. The server is built in-process
+with create_server and its request path is called directly."""
+
+import asyncio
+
+import pytest
+import torch
+
+from infill_engine import InfillEngine
+from infill_engine.device import resolve
+from lsp_server import context
+from lsp_server.server import create_server
+
+
+class FlakyEngine(InfillEngine):
+    """The tiny engine, made to fail the way a real one can, a set number of times."""
+
+    def __init__(self, model, tokenizer, error: BaseException, failures: int = 1):
+        super().__init__(model, tokenizer, resolve("cpu"), span_lengths=(8,))
+        self.error, self.failures = error, failures
+
+    def fill(self, request, cancel=None, on_step=None):
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return super().fill(request, cancel, on_step)
+
+
+def prepared(engine):
+    server = create_server(engine=engine)
+    shown = []
+    server.show = lambda kind, message: shown.append(message)
+    server.notify_status = lambda: None
+    snap = server.store.open("file:///a.py", "python", 1, "def f(x):\n    return \n")
+    ctx = context.at_cursor(snap, snap.text.index("return ") + 7, None)
+    return server, snap, ctx, shown
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("kernel failed"), torch.OutOfMemoryError("CUDA out of memory")],
+)
+async def test_a_failing_request_answers_empty_and_the_next_one_works(
+    tiny_model, tiny_tokenizer, error
+):
+    server, snap, ctx, shown = prepared(FlakyEngine(tiny_model, tiny_tokenizer, error))
+    assert await server.infill(snap, ctx, key=snap.uri) is None
+    assert isinstance(await server.infill(snap, ctx, key=snap.uri), str)
+    if isinstance(error, torch.OutOfMemoryError):
+        assert len(shown) == 1 and "out of GPU memory" in shown[0]
+    server.scheduler.close()
+
+
+async def test_oom_is_reported_once(tiny_model, tiny_tokenizer):
+    engine = FlakyEngine(tiny_model, tiny_tokenizer, torch.OutOfMemoryError("oom"), 3)
+    server, snap, ctx, shown = prepared(engine)
+    for _ in range(3):
+        assert await server.infill(snap, ctx, key=snap.uri) is None
+    assert len(shown) == 1
+    server.scheduler.close()
+
+
+async def test_requests_while_the_model_loads_answer_empty_at_once():
+    server, snap, ctx, _ = prepared(None)
+    server.state = "loading"
+    assert await asyncio.wait_for(server.infill(snap, ctx, key=snap.uri), 1) is None
+    server.scheduler.close()
+
+
+async def test_a_result_for_an_older_version_is_dropped(tiny_model, tiny_tokenizer):
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"), span_lengths=(8,))
+    server, snap, ctx, _ = prepared(engine)
+    real_fill = engine.fill
+
+    def fill_then_user_types(request, cancel=None, on_step=None):
+        result = real_fill(request, cancel, on_step)
+        server.store.open(snap.uri, "python", 2, snap.text + "#")  # typed meanwhile
+        return result
+
+    engine.fill = fill_then_user_types
+    assert await server.infill(snap, ctx, key=snap.uri) is None
+    server.scheduler.close()
