@@ -149,22 +149,37 @@ def test_noise_touches_span_slots_only():
     assert not torch.equal(noisy[span], target[span])
 
 
-def test_training_forward_is_the_engine_forward(tiny_tokenizer):
-    model = build_tiny_model(tiny_tokenizer, canvas_length=64)
-    ex = train.make_example(
-        tiny_tokenizer, _hole(tiny_tokenizer), 16, 64, random.Random(0)
-    )
+def _engine_vs_training(tok, self_cond):
+    model = build_tiny_model(tok, canvas_length=64)
+    ex = train.make_example(tok, _hole(tok), 16, 64, random.Random(0))
     batch = train.Batch(ex.prompt_ids[None], ex.target[None], ex.span_mask[None])
+    start = int(ex.span_mask.nonzero()[0])
+    window = slice(start, start + 16)
+    previous = torch.randn(1, 16, len(tok)) * 3 if self_cond else None  # (B, W, V)
     with torch.no_grad():
         cache = train.encode_prompt(model, batch.prompt_ids)
         positions = train.decoder_positions(batch.prompt_ids.shape[1], 64)
+        full = None
+        if self_cond:
+            full = train.self_conditioning(
+                batch.target, batch.span_mask, previous[0], len(tok)
+            )
         hidden = model.model.decoder(
-            decoder_input_ids=batch.target, cache=cache, decoder_position_ids=positions
+            decoder_input_ids=batch.target,
+            cache=cache,
+            self_conditioning_logits=full,
+            decoder_position_ids=positions,
         ).last_hidden_state
         ours = train.span_logits(model, hidden[batch.span_mask])
         denoiser = DiffusionGemmaDenoiser(model)
         state = denoiser.prefill(batch.prompt_ids, 1, 64)
-        engine = denoiser(batch.target, None, state)[batch.span_mask]
+        engine = denoiser(batch.target, previous, state, window)[0]
+    return ours, engine
+
+
+@pytest.mark.parametrize("self_cond", [False, True])
+def test_training_forward_is_the_engine_forward(tiny_tokenizer, self_cond):
+    ours, engine = _engine_vs_training(tiny_tokenizer, self_cond)
     torch.testing.assert_close(ours, engine, rtol=1e-4, atol=1e-4)
 
 

@@ -95,7 +95,7 @@ def evaluate_mode(
         result = engine.fill(
             InfillRequest(hole.prefix, hole.suffix, span_lengths(mode, size))
         )
-        row = score(hole, result.text)
+        row: dict[str, Any] = dict(score(hole, result.text))
         row.update(
             kind=hole.kind,
             steps=result.steps,

@@ -50,6 +50,7 @@ SPAN_CHOICES = (8, 16, 32, 48, 64, 96)
 PROMPT_BUCKETS = (1, 48, 160, 512)
 # Self-conditioning temperatures: the engine's schedule (DenoiseConfig t_min..t_max).
 SELF_COND_TEMPERATURE = (0.4, 0.8)
+ONE_HOT_LOGIT = 1e4  # softmax of this one-hot is exactly one-hot in float32
 TRUNCATED_SHARE = (
     0.1  # spans shorter than the middle: the engine's batched rows see those
 )
@@ -138,7 +139,11 @@ def make_example(
 
 
 def examples(
-    files: Sequence[SourceFile], tokenizer: Any, canvas_length: int, rng: random.Random
+    files: Sequence[SourceFile],
+    tokenizer: Any,
+    canvas_length: int,
+    rng: random.Random,
+    buckets: Sequence[int] = PROMPT_BUCKETS,
 ) -> Iterator[Example]:
     """Endless examples: a random file, a random hole kind, a random hole."""
     ranges: dict[int, list[tuple[int, int]]] = {}
@@ -149,7 +154,7 @@ def examples(
             ranges[index] = node_ranges(text)
         hole = cut_hole(text, kind, rng, ranges.get(index))
         if hole is not None:
-            example = make_example(tokenizer, hole, None, canvas_length, rng)
+            example = make_example(tokenizer, hole, None, canvas_length, rng, buckets)
             if example is not None:
                 yield example
 
@@ -169,10 +174,16 @@ def batches(stream: Iterator[Example], batch_size: int) -> Iterator[Batch]:
             )
 
 
-def add_noise(batch: Batch, vocab_size: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, L) canvas: each span slot becomes a uniform random id w.p. t ~ U(0, 1)."""
+def add_noise(
+    batch: Batch, vocab_size: int, gen: torch.Generator, power: float = 1.0
+) -> torch.Tensor:
+    """(B, L) canvas: each span slot becomes a uniform random id with probability t.
+
+    t = u ** power with u ~ U(0, 1): power 1 is uniform; power 0.5 has density 2t, more
+    weight on the heavy noise the engine starts from.
+    """
     b, length = batch.target.shape
-    level = torch.rand(b, 1, generator=gen)
+    level = torch.rand(b, 1, generator=gen) ** power
     flip = batch.span_mask & (torch.rand(b, length, generator=gen) < level)
     noise = torch.randint(0, vocab_size, (b, length), generator=gen)
     return torch.where(flip, noise, batch.target)
@@ -196,6 +207,20 @@ def span_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
+def self_conditioning(
+    canvas: torch.Tensor, span_mask: torch.Tensor, span: torch.Tensor, vocab_size: int
+) -> torch.Tensor:
+    """(B, L, V) self-conditioning logits as the engine feeds them back.
+
+    Span slots get the previous pass's tempered logits (N, V); every other position is
+    conditioned on its own token, one-hot, like the engine's denoiser does outside its
+    logits window.
+    """
+    logits = F.one_hot(canvas, vocab_size).float() * ONE_HOT_LOGIT  # (B, L, V)
+    logits[span_mask] = span
+    return logits
+
+
 def span_loss(
     model: Any, batch: Batch, noisy: torch.Tensor, self_cond: bool, gen: torch.Generator
 ) -> torch.Tensor:
@@ -215,12 +240,13 @@ def span_loss(
         low, high = SELF_COND_TEMPERATURE
         temperature = low + (high - low) * float(torch.rand(1, generator=gen))
         with torch.no_grad():
-            previous = (
-                model(
-                    decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions
-                ).logits
-                / temperature
-            )  # (B, L, V)
+            hidden = model.model.decoder(
+                decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions
+            ).last_hidden_state  # (B, L, H)
+            span = span_logits(model, hidden[batch.span_mask]) / temperature
+            previous = self_conditioning(
+                noisy, batch.span_mask, span, len(model.lm_head.weight)
+            )
     hidden = model.model.decoder(
         decoder_input_ids=noisy,
         cache=cache,
@@ -302,7 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--canvas-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise-power", type=float, default=1.0, help="t = u ** power")
+    parser.add_argument(
+        "--buckets", default=",".join(map(str, PROMPT_BUCKETS)), help="prompt lengths"
+    )
     args = parser.parse_args(argv)
+    buckets = tuple(int(b) for b in args.buckets.split(","))
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     model = _build_model(tokenizer, args).train()
@@ -334,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size,
     )
     stream = batches(
-        examples(train_files, tokenizer, args.canvas_length, rng), args.batch_size
+        examples(train_files, tokenizer, args.canvas_length, rng, buckets),
+        args.batch_size,
     )
     log = (args.run / "loss.tsv").open("a", encoding="utf-8")
     budget = args.minutes * 60
@@ -347,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        noisy = add_noise(batch, len(tokenizer), gen)
+        noisy = add_noise(batch, len(tokenizer), gen, args.noise_power)
         loss = span_loss(
             model, batch, noisy, bool(torch.rand(1, generator=gen) < 0.5), gen
         )
@@ -405,6 +437,8 @@ def _summary(
         "parameters": sum(p.numel() for p in model.parameters()),
         "batch_size": args.batch_size,
         "peak_lr": args.lr,
+        "noise_power": args.noise_power,
+        "prompt_buckets": args.buckets,
         "hardware": f"{platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
     }
