@@ -1,4 +1,5 @@
-"""Diffusion infilling engine: fill a span between a prefix and a suffix with DiffusionGemma.
+"""Diffusion infilling engine: fill a span between a prefix and a suffix with
+DiffusionGemma.
 
 Knows nothing of editors or syntax trees: strings, token ids and tensors only.
 """

@@ -1,5 +1,6 @@
 """Engine benchmarks: step overhead against a bare forward, and diffusion against
-token-by-token autoregression on a causal model of the same size, each measured in one run.
+token-by-token autoregression on a causal model of the same size, each measured in one
+run.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any
 
 import torch
 
-from infill_engine.engine import InfillEngine, InfillRequest
 from infill_engine.device import sync
+from infill_engine.engine import InfillEngine, InfillRequest
 
 SAMPLE_PREFIX = '''"""Small statistics helpers."""
 
@@ -53,7 +54,8 @@ def median_ms(fn: Callable[[], Any], repeats: int, sync_to: Any) -> float:
 def step_overhead(
     engine: InfillEngine, steps: int = 12, repeats: int = 5
 ) -> dict[str, Any]:
-    """Per-step time of the full engine vs a bare transformers forward on the same canvas.
+    """Per-step time of the full engine vs a bare transformers forward on the same
+    canvas.
 
     The engine runs `steps` steps (stopping disabled); the bare forward is
     `DiffusionGemmaForBlockDiffusion.forward` over the same canvas batch and cache, with
@@ -101,9 +103,11 @@ def step_overhead(
 
 
 def causal_twin(engine: InfillEngine) -> Any:
-    """A Llama-style causal LM with the engine model's width, depth, heads and vocabulary.
+    """A Llama-style causal LM with the engine model's width, depth, heads and
+    vocabulary.
 
-    Its MLP is as wide as the DiffusionGemma layer's dense MLP plus its active experts, so
+    Its MLP is as wide as the DiffusionGemma layer's dense MLP plus its active experts,
+    so
     both models do about the same work per token.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -133,7 +137,8 @@ def versus_autoregressive(
     engine: InfillEngine, new_tokens: int = 32, repeats: int = 3
 ) -> dict[str, Any]:
     """Time to produce `new_tokens` tokens: denoising a span vs greedy decoding with a
-    KV cache (transformers `generate`) on a causal model of the same size, same prompt."""
+    KV cache (transformers `generate`) on a causal model of the same size, same
+    prompt."""
     request = InfillRequest(SAMPLE_PREFIX, SAMPLE_SUFFIX, span_lengths=(new_tokens,))
     batch = engine.plan(request)
     prompt = torch.cat([batch.prompt_ids, batch.canvas[:, : batch.span_start]], dim=1)

@@ -1,6 +1,7 @@
 """The canvas: pinned prefix tail | span slots | pinned suffix head | pinned padding.
 
-A canvas has `canvas_length` positions. The prefix that does not fit in front of the span
+A canvas has `canvas_length` positions. The prefix that does not fit in front of the
+span
 goes to the encoder as its prompt (one prefill fills the KV cache), so nothing of the
 prefix is dropped. Several span lengths share one prompt: the prefix tail has the same
 length in every row and the suffix head absorbs the difference. Training builds its
@@ -54,7 +55,8 @@ def plan_canvas(
 ) -> CanvasBatch:
     """Lay out prefix, span slots and suffix for each span length.
 
-    The context budget is `canvas_length - max(span_lengths)`; the prefix tail gets up to
+    The context budget is `canvas_length - max(span_lengths)`; the prefix tail gets up
+    to
     half of it (more when the suffix is short), the suffix head the rest of its row.
 
     Args:

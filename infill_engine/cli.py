@@ -1,6 +1,7 @@
 """`infill`: fill a hole in a file from the command line, or benchmark the engine.
 
-    infill fill FILE --line L --col C [--model PATH_OR_ID] [--device D] [--span N] [--visual]
+    infill fill FILE --line L --col C [--model PATH_OR_ID] [--device D] [--span N]
+    [--visual]
 
 Line and column are 1-based, as editors show them; the column counts characters. The
 middle is printed on stdout and the file is never modified.
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
         prog="infill",
-        description="Fill code in the middle with a DiffusionGemma text-diffusion model.",
+        description="Fill code in the middle with a DiffusionGemma text-diffusion "
+        "model.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fill = sub.add_parser(
@@ -80,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmark: LSP end to end, engine overhead, diffusion vs autoregression",
         description="Measure, in one run: inline and rewrite requests through the real "
-        "language server over stdio (p50/p95/max, steps, tokens per forward, time split), "
-        "the engine's time per denoising step against a bare forward of the same model, and "
-        "denoising against token-by-token decoding of a same-size causal model. Prints a "
+        "language server over stdio (p50/p95/max, steps, tokens per forward, time "
+        "split), the engine's time per denoising step against a bare forward of the "
+        "same model, and denoising against token-by-token decoding of a same-size "
+        "causal model. Prints a "
         "table and writes JSON.",
     )
     add_model_arguments(bench)
@@ -246,7 +249,8 @@ def format_report(report: dict) -> str:
         "| --- | --- | --- | --- |",
         f"| autoregressive (causal twin, KV cache) | {ar['autoregressive_ms']:.0f} | "
         f"{ar['autoregressive_forwards']} | 1.00 |",
-        f"| diffusion (this engine) | {ar['diffusion_ms']:.0f} | {ar['diffusion_steps']} | "
+        f"| diffusion (this engine) | {ar['diffusion_ms']:.0f} | "
+        f"{ar['diffusion_steps']} | "
         f"{ar['diffusion_tokens_per_forward']:.2f} |",
         f"| speed-up, AR time / diffusion time | {ar['speedup']:.2f} | | |",
     ]
@@ -262,7 +266,8 @@ def format_report(report: dict) -> str:
                 continue
             lines.append(
                 f"| {kind} | {r['requests']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-                f"{r['max_ms']:.0f} | {r['steps']:.1f} | {r['tokens_per_forward']:.2f} | "
+                f"{r['max_ms']:.0f} | {r['steps']:.1f} | "
+                f"{r['tokens_per_forward']:.2f} | "
                 f"{r['prefill_ms']:.0f} | {r['denoise_ms']:.0f} | "
                 f"{r['postprocess_ms']:.0f} | {r['protocol_ms']:.0f} |"
             )

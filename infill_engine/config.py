@@ -1,4 +1,5 @@
-"""Denoising settings, validated once; defaults come from the checkpoint when it has them."""
+"""Denoising settings, validated once; defaults come from the checkpoint when it has
+them."""
 
 from __future__ import annotations
 

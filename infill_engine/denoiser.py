@@ -1,15 +1,18 @@
 """The denoiser: one forward of DiffusionGemma's decoder over a canvas.
 
-`Denoiser` is the protocol the loop speaks; `DiffusionGemmaDenoiser` implements it over a
+`Denoiser` is the protocol the loop speaks; `DiffusionGemmaDenoiser` implements it over
+a
 `DiffusionGemmaForBlockDiffusion`. The prompt is encoded once into a KV cache (the
 prefill); every denoising step reads that cache and never writes it, so a cached prefill
 is reused across requests whose prompt starts with the same tokens.
 
 A step computes logits only for a *window* of canvas positions (the span slots): the LM
-head, its softcap and the self-conditioning soft embeddings cost vocabulary-sized work per
+head, its softcap and the self-conditioning soft embeddings cost vocabulary-sized work
+per
 position, and pinned positions need none of it. Pinned positions outside the window are
 self-conditioned on their own token (a one-hot distribution). With the window covering
-the whole canvas, the forward is exactly transformers' `DiffusionGemmaForBlockDiffusion`.
+the whole canvas, the forward is exactly transformers'
+`DiffusionGemmaForBlockDiffusion`.
 """
 
 from __future__ import annotations
@@ -179,7 +182,8 @@ class DiffusionGemmaDenoiser:
 def _shallow_copy(cache: Any) -> Any:
     """A cache whose layers can be extended or repeated without touching the original.
 
-    Cache layers replace their tensors (torch.cat, repeat_interleave) rather than writing
+    Cache layers replace their tensors (torch.cat, repeat_interleave) rather than
+    writing
     into them, so copying the layer objects is enough.
     """
     clone = copy.copy(cache)

@@ -3,7 +3,8 @@
 On CPU the model runs with half the cores (at least one) by default: an editor, its
 language server and the model share the machine, and small models lose far more to
 threads waiting on a busy core than they gain from a second one (measured: one decoder
-step of a tiny model took 3 ms on one thread and 150 ms on two with the other core busy).
+step of a tiny model took 3 ms on one thread and 150 ms on two with the other core
+busy).
 """
 
 from __future__ import annotations

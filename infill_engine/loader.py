@@ -21,7 +21,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
 class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says what is wrong and how to fix it."""
+    """The model could not be loaded; the message says what is wrong and how to fix
+    it."""
 
 
 @dataclass
@@ -44,7 +45,8 @@ def load(
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load a `DiffusionGemmaForBlockDiffusion` and its tokenizer from a directory or hub id.
+    """Load a `DiffusionGemmaForBlockDiffusion` and its tokenizer from a directory or
+    hub id.
 
     Args:
         name_or_path: local directory or hub id; None means the bundled model.
@@ -95,7 +97,8 @@ def load(
 
 
 def check_directory(path: Path) -> None:
-    """Raise `ModelLoadError` unless `path` holds a complete DiffusionGemma checkpoint."""
+    """Raise `ModelLoadError` unless `path` holds a complete DiffusionGemma
+    checkpoint."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{path} has no config.json: not a model directory")

@@ -1,6 +1,7 @@
 """Temperature schedule and entropy-bound sampler, aware of pinned positions.
 
-Both follow DiffusionGemma's recipe (transformers' `LinearTemperatureScheduleLogitsProcessor`
+Both follow DiffusionGemma's recipe (transformers'
+`LinearTemperatureScheduleLogitsProcessor`
 and `EntropyBoundSampler`), with one change for infilling: only span slots compete for
 acceptance and only span slots are renoised, so pinned tokens never change.
 """
@@ -46,7 +47,8 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 class EntropyBoundSampler:
     """Accept the lowest-entropy span tokens while sum(H) - max(H) <= entropy_bound.
 
-    At least one span token is accepted per row per step. Tokens not accepted are renoised
+    At least one span token is accepted per row per step. Tokens not accepted are
+    renoised
     with uniform random ids, including tokens accepted at an earlier step: that is how a
     later step may revise an earlier choice.
     """
@@ -71,7 +73,8 @@ class EntropyBoundSampler:
         return flat.view(logits.shape[:2])
 
     def accept(self, logits: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
-        """Which span slots take the proposal this step: (B, L, V), (B, L) -> (B, L) bool."""
+        """Which span slots take the proposal this step: (B, L, V), (B, L) -> (B, L)
+        bool."""
         entropy = token_entropy(logits).masked_fill(~span_mask, _NEVER)  # (B, L)
         sorted_h, order = torch.sort(entropy, dim=-1)
         chosen = (torch.cumsum(sorted_h, dim=-1) - sorted_h) <= self.entropy_bound

@@ -1,7 +1,8 @@
 """Byte-level BPE tokenizers for code, trained with the `tokenizers` library.
 
 The shipped model's tokenizer and the tiny tokenizers built inside the tests come from
-`train_tokenizer`, so both load with `AutoTokenizer.from_pretrained(model_dir)` and carry
+`train_tokenizer`, so both load with `AutoTokenizer.from_pretrained(model_dir)` and
+carry
 the same special tokens. The end-of-span token is the tokenizer's `eos_token`.
 """
 

@@ -1,7 +1,8 @@
 """Live terminal view of the canvas while it denoises (`infill fill --visual`).
 
 Pinned tokens are dim, tokens accepted at the current step bright, noise shown as '░'
-blocks, and end-of-span slots as '·'. On a terminal each step redraws the previous frame;
+blocks, and end-of-span slots as '·'. On a terminal each step redraws the previous
+frame;
 elsewhere one status line per step is written.
 """
 

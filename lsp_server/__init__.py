@@ -1,4 +1,5 @@
-"""Language server for diffusion infilling: ghost text, completions, rewrite, fill on save."""
+"""Language server for diffusion infilling: ghost text, completions, rewrite, fill on
+save."""
 
 from lsp_server.server import VERSION, InfillServer, create_server
 

@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of `infill-lsp`."""
     parser = argparse.ArgumentParser(
         prog="infill-lsp",
-        description="Language server that fills code in the middle with a DiffusionGemma "
+        description="Language server that fills code in the middle with a "
+        "DiffusionGemma "
         "text-diffusion model: inline completion (ghost text), completion items, "
         "rewrite-selection code actions and fill-on-save of hole markers.",
     )
@@ -40,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default="",
-        help="checkpoint directory or hub id (default: the bundled model); the client's "
+        help="checkpoint directory or hub id (default: the bundled model); the "
+        "client's "
         "infill.model setting overrides it",
     )
     parser.add_argument(
         "--device",
         choices=DEVICE_CHOICES,
         default="auto",
-        help="where the model runs (default auto); the infill.device setting overrides it",
+        help="where the model runs (default auto); the infill.device setting "
+        "overrides it",
     )
     parser.add_argument("--log-file", help="also write the log to this file")
     parser.add_argument(

@@ -35,7 +35,8 @@ def workload_files() -> list[Path]:
 
 
 def positions(text: str, per_kind: int) -> dict[str, list[tuple[int, int]]]:
-    """Cursor positions: mid-line (single-line spans) and after block openers (multi-line)."""
+    """Cursor positions: mid-line (single-line spans) and after block openers
+    (multi-line)."""
     lines = text.split("\n")
     single, multi = [], []
     for i, line in enumerate(lines):
@@ -78,10 +79,10 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def measure(session: Session, kind: str, send) -> dict[str, Any]:
-    """Time one request from the client, then read the server's split for it."""
+async def measure(session: Session, kind: str, request: Any) -> dict[str, Any]:
+    """Time one request (an un-awaited coroutine), then read the server's split."""
     start = time.perf_counter()
-    result = await send()
+    result = await request
     latency = (time.perf_counter() - start) * 1000
     last = dict((await session.command("infill.status")).get("last") or {})
     sample = {"kind": kind, "latency_ms": latency, **last}
@@ -106,40 +107,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         uri = f"file:///bench/{n}/{path.name}"
         text = path.read_text(encoding="utf-8")
         session.open(uri, text)
-        doc = types.TextDocumentIdentifier(uri=uri)
-        for kind, spots in positions(text, args.per_kind).items():
-            for line, char in spots:
-                samples.append(
-                    await measure(
-                        session, kind, lambda: session.inline(uri, line, char)
-                    )
-                )
-        for line, char in positions(text, args.per_kind)["single-line"][
-            : args.rewrites
-        ]:
-            rng = types.Range(
-                types.Position(line, char),
-                types.Position(line, len(text.split("\n")[line])),
-            )
+        spots = positions(text, args.per_kind)
+        for kind, places in spots.items():
+            for line, char in places:
+                request = session.inline(uri, line, char)
+                samples.append(await measure(session, kind, request))
+        lines = text.split("\n")
+        for line, char in spots["single-line"][: args.rewrites]:
+            selection = {
+                "start": {"line": line, "character": char},
+                "end": {"line": line, "character": len(lines[line])},
+            }
             action = types.CodeAction(
                 title="Rewrite selection (infill)",
-                data={
-                    "uri": uri,
-                    "version": 1,
-                    "kind": "rewrite",
-                    "range": {
-                        "start": {"line": line, "character": char},
-                        "end": {"line": rng.end.line, "character": rng.end.character},
-                    },
-                },
+                data={"uri": uri, "version": 1, "kind": "rewrite", "range": selection},
             )
-            samples.append(
-                await measure(
-                    session,
-                    "rewrite",
-                    lambda: session.client.code_action_resolve_async(action),
-                )
-            )
+            request = session.client.code_action_resolve_async(action)
+            samples.append(await measure(session, "rewrite", request))
     await session.stop()
     kinds = sorted({s["kind"] for s in samples})
     return {

@@ -38,7 +38,8 @@ CAPABILITIES = types.ClientCapabilities(
 
 
 class Session:
-    """One server process and the client talking to it, recording what the server sends."""
+    """One server process and the client talking to it, recording what the server
+    sends."""
 
     def __init__(self) -> None:
         self.client = LanguageClient("infill-tests", "1")

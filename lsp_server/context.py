@@ -85,7 +85,8 @@ def at_cursor(
 def for_range(
     snap: Snapshot, start: int, end: int, tree: ts.Tree | None, span_size: int = 0
 ) -> InfillContext:
-    """Context for rewriting the text in [start, end) with everything around it pinned."""
+    """Context for rewriting the text in [start, end) with everything around it
+    pinned."""
     chars = end - start
     n = min(max(chars // 3 + 8, 16), 160)
     lengths = (span_size,) if span_size else (n, min(n * 3 // 2, 200))
@@ -121,7 +122,8 @@ def find_holes(snap: Snapshot, tree: ts.Tree | None, marker: str) -> list[Hole]:
 def for_hole(
     snap: Snapshot, hole: Hole, tree: ts.Tree | None, span_size: int = 0
 ) -> InfillContext:
-    """Context for filling one hole; its hint stays as a comment the fill begins with."""
+    """Context for filling one hole; its hint stays as a comment the fill begins
+    with."""
     lengths = (span_size,) if span_size else SPAN_LENGTHS["hole"]
     ctx = _make(snap, hole.start, hole.end, "hole", tree, lengths)
     if not hole.hint:

@@ -2,7 +2,8 @@
 
 Inline items keep their range on one line (the spec requires it) and carry multi-line
 text in `insertText`. Rewrites and hole fills are `WorkspaceEdit`s pinned to the
-document version they were computed for, so a client refuses them once the text moved on.
+document version they were computed for, so a client refuses them once the text moved
+on.
 """
 
 from __future__ import annotations

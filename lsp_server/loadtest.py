@@ -1,4 +1,5 @@
-"""Load test: bursts of inline requests, as fast as the client can send them, with typing
+"""Load test: bursts of inline requests, as fast as the client can send them, with
+typing
 in between, on one document and on ten. Not part of the test suite; prints JSON.
 
 For each burst: how many requests were answered with a suggestion, answered empty

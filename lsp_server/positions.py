@@ -1,7 +1,8 @@
 """The one place where LSP positions become string offsets and back.
 
 LSP positions count code units of the negotiated encoding (UTF-16 unless the client
-asked for another) on lines split at \\n, \\r\\n or \\r; Python strings index code points;
+asked for another) on lines split at \\n, \\r\\n or \\r; Python strings index code
+points;
 tree-sitter counts UTF-8 bytes. Every conversion goes through this module, with the
 unit counter of pygls's position codec.
 """

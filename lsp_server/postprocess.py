@@ -61,7 +61,8 @@ def _drop_block_overlap(text: str, suffix: str) -> str:
 
 
 def _reindent(text: str, indent: str) -> str:
-    """Shift lines after the first by `indent` when the model wrote them from column 0."""
+    """Shift lines after the first by `indent` when the model wrote them from column
+    0."""
     lines = text.split("\n")
     rest = [line for line in lines[1:] if line.strip()]
     if not indent or not rest:

@@ -2,7 +2,8 @@
 
 Each handler takes its params to a frozen snapshot, calls pure functions (context,
 postprocess, edits) and the engine through the scheduler, and returns lsprotocol
-results. Nothing here raises to the client for bad input: an empty result and a log line.
+results. Nothing here raises to the client for bad input: an empty result and a log
+line.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class InfillProtocol(LanguageServerProtocol):
     """Document sync goes to the server's own store, and nowhere else.
 
     pygls's built-in handlers keep a second copy of every document, and while applying a
-    change its position codec clamps out-of-range positions by writing into the request's
+    change its position codec clamps out-of-range positions by writing into the
+    request's
     `Position` objects, so the server's handler would then see another range than the
     client sent and the two copies of the document would drift apart.
     """
@@ -205,7 +207,8 @@ class InfillServer(LanguageServer):
     async def suggest(
         self, uri: str, position: types.Position
     ) -> tuple[Snapshot, InfillContext, str] | None:
-        """A suggestion at the cursor: typed-through if possible, else from the engine."""
+        """A suggestion at the cursor: typed-through if possible, else from the
+        engine."""
         snap = self.snapshot(uri)
         if snap is None or not self.settings.serves(snap.language_id):
             return None
@@ -225,7 +228,8 @@ class InfillServer(LanguageServer):
         return (snap, ctx, text) if text is not None else None
 
     async def infill(self, snap: Snapshot, ctx: InfillContext, key: str) -> str | None:
-        """Run the engine for one context; None if stale, cancelled, failed or no model."""
+        """Run the engine for one context; None if stale, cancelled, failed or no
+        model."""
         engine = self.engine
         if engine is None:
             return None

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny DiffusionGemma and tokenizer built in-process, never downloaded."""
+"""Shared fixtures: a tiny DiffusionGemma and tokenizer built in-process, never
+downloaded."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 os.environ["INFILL_THREADS"] = "1"
 torch.set_num_threads(1)
 
-from infill_engine import configs, tokenizer
+from infill_engine import configs, tokenizer  # noqa: E402
 
 
 def _corpus() -> list[str]:

@@ -31,7 +31,8 @@ class ScriptedDenoiser:
 
 
 class RandomDenoiser:
-    """Seeded random logits: a model with no idea, for invariants that must always hold."""
+    """Seeded random logits: a model with no idea, for invariants that must always
+    hold."""
 
     def __init__(self, vocab_size: int, seed: int = 0):
         self.vocab_size = vocab_size

@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
-EXAMPLE = "def mean(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total\n"
+EXAMPLE = (
+    "def mean(xs):\n    total = 0\n    for x in xs:\n        total += x\n"
+    "    return total\n"
+)
 
 
 def run(*args, timeout=120):

@@ -1,4 +1,5 @@
-"""The engine on a tiny random DiffusionGemma, with scripted denoisers where the answer matters."""
+"""The engine on a tiny random DiffusionGemma, with scripted denoisers where the answer
+matters."""
 
 import threading
 

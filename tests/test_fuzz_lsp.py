@@ -1,7 +1,8 @@
 """Fuzz the real server process through a real client: random documents, edits and
 positions, thousands of requests. The server must answer every request, never print a
 traceback, and keep its copy of each document identical to the client's: checked by
-fill-on-save, whose edits must land exactly on the hole comments of the client's text."""
+fill-on-save, whose edits must land exactly on the hole comments of the client's
+text."""
 
 from __future__ import annotations
 

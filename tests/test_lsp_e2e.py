@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
 from lsp_server.client import Session
 
@@ -240,7 +241,7 @@ async def test_cancel_request_is_honoured(session):
     msg_id = max(session.client.protocol._request_futures, default=None)
     session.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
     session.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=999999))
-    with pytest.raises(Exception):
+    with pytest.raises(JsonRpcException):  # answered with RequestCancelled
         await asyncio.wait_for(future, 20)
     configure(session, maxSteps=4)
     assert isinstance((await session.inline(URI, 2, 24)).items, tuple)
