@@ -25,6 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check infill_engine lsp_server tests
 	$(BIN)/ruff format --check infill_engine lsp_server tests
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/infill bench

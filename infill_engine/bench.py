@@ -129,7 +129,8 @@ def causal_twin(engine: InfillEngine) -> Any:
         eos_token_id=1,
         bos_token_id=2,
     )
-    model = LlamaForCausalLM(config).to(engine.placement.device, engine.placement.dtype)
+    model = LlamaForCausalLM(config)
+    model.to(engine.placement.device, engine.placement.dtype)  # type: ignore[arg-type]
     return model.eval()
 
 

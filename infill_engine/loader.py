@@ -92,7 +92,7 @@ def load(
         raise ModelLoadError(
             f"could not load model from {where} '{source}': {first}"
         ) from exc
-    model.to(placement.device).eval()
+    model.to(placement.device).eval()  # type: ignore[arg-type]
     return LoadedModel(model, tokenizer, placement, source)
 
 

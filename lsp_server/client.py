@@ -89,8 +89,9 @@ class Session:
         return result
 
     async def _read_stderr(self) -> None:
-        stream = self.client._server.stderr
-        while line := await stream.readline():
+        server = self.client._server
+        assert server is not None and server.stderr is not None
+        while line := await server.stderr.readline():
             self.stderr.append(line.decode(errors="replace"))
 
     async def wait_status(self, state: str, timeout: float = 60.0) -> dict[str, Any]:

@@ -43,7 +43,9 @@ async def burst(session: Session, documents: int, requests: int) -> dict[str, An
     uris = [f"file:///load/{documents}/{i}.py" for i in range(documents)]
     for uri in uris:
         session.open(uri, BASE)
-    pid = session.client._server.pid
+    server = session.client._server
+    assert server is not None
+    pid = server.pid
     before = rss_mib(pid)
     pending = []
     column = {uri: 0 for uri in uris}
@@ -86,7 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         *extra, "--device", args.device, options={"maxSteps": args.steps}
     )
     await session.wait_status("ready", timeout=300)
-    out = {"bursts": []}
+    out: dict[str, Any] = {"bursts": []}
     for documents in (1, 10):
         out["bursts"].append(await burst(session, documents, args.requests))
     alive = await session.command("infill.status")

@@ -442,7 +442,7 @@ def create_server(
     async def fill_holes(ls: InfillServer, uri: str):
         snap = ls.snapshot(uri)
         spans = await ls.fill_holes(snap) if snap else None
-        if not spans:
+        if snap is None or not spans:
             return {"applied": False, "holes": 0}
         edit = edits.replacement(snap, spans, ls.codec)
         result = await ls.workspace_apply_edit_async(

@@ -8,6 +8,7 @@ no tree, and the callers fall back to line-based context.
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass
 
 import tree_sitter as ts
@@ -42,11 +43,9 @@ def grammar(language_id: str) -> ts.Language | None:
     if name is None:
         return None
     if name in ("typescript", "tsx"):
-        import tree_sitter_typescript as module
-
+        module = importlib.import_module("tree_sitter_typescript")
         return ts.Language(getattr(module, f"language_{name}")())
-    module = __import__(f"tree_sitter_{name}")
-    return ts.Language(module.language())
+    return ts.Language(importlib.import_module(f"tree_sitter_{name}").language())
 
 
 def line_comment(language_id: str) -> str:
