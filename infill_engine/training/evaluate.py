@@ -121,6 +121,19 @@ def evaluate_mode(
     }
 
 
+def decoder_step_ms(
+    engine: InfillEngine, hole: Hole, spans: tuple[int, ...], repeats: int = 3
+) -> float:
+    """Median milliseconds per denoising step (one decoder forward) for `spans` rows."""
+    config = engine.config.with_overrides(max_steps=16)
+    engine.fill(InfillRequest(hole.prefix, hole.suffix, spans, config))  # warm-up
+    times = []
+    for _ in range(repeats):
+        result = engine.fill(InfillRequest(hole.prefix, hole.suffix, spans, config))
+        times.append(result.timings.denoise_ms / max(result.steps, 1))
+    return statistics.median(times)
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """The report's modes as a markdown table."""
     head = (
@@ -168,11 +181,16 @@ def main(argv: list[str] | None = None) -> None:
         "n": len(holes),
         "kinds": {k: sum(h.kind == k for h in holes) for k in KINDS},
         "config": vars(engine.config),
+        "decoder_step_ms": {
+            f"{len(spans)} rows": decoder_step_ms(engine, holes[0], spans)
+            for spans in ((32,), BATCHED_SPANS)
+        },
         "modes": {
             mode: evaluate_mode(engine, holes, mode) for mode in args.modes.split(",")
         },
     }
     print(markdown_table(report))
+    print("decoder step ms:", report["decoder_step_ms"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
