@@ -5,11 +5,13 @@
 //   node run.mjs --vsix infill.vsix --server /path/to/.venv/bin/infill-lsp --model DIR
 //
 // --model '' serves the bundled model instead of DIR.
+//
 // Steps: wait for the status bar to say the model is ready; type in a Python file and
 // wait for ghost text; accept it with Tab; rewrite a line with the code action (Ctrl+.)
-// and another with "Infill: Rewrite Selection"; save a file with a `# <fill>` hole. Each
-// result is checked on disk after a save. Prints a JSON summary, saves screenshots, and
-// exits non-zero on the first failed step.
+// and another with "Infill: Rewrite Selection"; save a file with a `# <fill>` hole;
+// toggle suggestions off and on; restart the server; point infill.server.path nowhere and
+// expect the start error. Edits are checked on disk after a save. Prints a JSON summary,
+// saves screenshots, and exits non-zero on the first failed step.
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -195,6 +197,16 @@ async function settle(file, before, timeout = 15000) {
   });
 }
 
+async function runCommand(title) {
+  await page.keyboard.press('F1');
+  await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
+  await page.keyboard.type(title);
+  const label = title.split(': ')[1];
+  await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${label}"]`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.quick-input-widget', { state: 'hidden' });
+}
+
 try {
   const url = `http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`;
   await waitFor('code-server', 60000, async () => {
@@ -268,11 +280,7 @@ try {
   // 4. rewrite another line through the command palette
   before = lines('sample.py');
   await selectLine(1);
-  await page.keyboard.press('F1');
-  await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
-  await page.keyboard.type('Infill: Rewrite Selection');
-  await page.waitForSelector('.quick-input-list .monaco-list-row[aria-label*="Rewrite Selection"]');
-  await page.keyboard.press('Enter');
+  await runCommand('Infill: Rewrite Selection');
   // the model may rewrite the line, or say it had nothing usable: either answers
   const toast = page.locator('.notification-list-item-message', { hasText: 'Infill:' });
   const answer = await waitFor('rewrite command', 15000, async () => {
@@ -308,6 +316,35 @@ try {
     // saves > 0: the fill missed the save deadline and came as an edit right after
     { save_ms: Date.now() - t, saves_after: extraSaves, disk: filled },
   );
+  // 6. Toggle Suggestions flips infill.enable; the status bar follows
+  await runCommand('Infill: Toggle Suggestions');
+  const off = await waitFor('off', 10000, async () => (await item.locator('.codicon-circle-slash').count()) > 0);
+  await runCommand('Infill: Toggle Suggestions');
+  const on = await waitFor('on', 10000, async () => (await item.locator('.codicon-sparkle').count()) > 0);
+  check('toggle_suggestions', Boolean(off && on), { off: Boolean(off), on: Boolean(on) });
+
+  // 7. Restart Server: the status bar goes back to ready
+  await runCommand('Infill: Restart Server');
+  const restarted = await waitFor('restart', 60000, async () => (await item.locator('.codicon-sparkle').count()) > 0);
+  check('restart_server', Boolean(restarted), {});
+
+  // 8. a server command that does not exist: an error that says how to fix it
+  await runCommand('Preferences: Open User Settings');
+  await page.waitForSelector('.settings-editor .suggest-input-container', { timeout: 10000 });
+  await page.keyboard.type('infill.server.path');
+  const input = page
+    .locator('.settings-editor .setting-item-contents', { hasText: 'Command that starts the language server' })
+    .locator('input')
+    .first();
+  await input.waitFor({ timeout: 10000 });
+  await input.fill('/nonexistent/infill-lsp');
+  await input.press('Tab');
+  const startError = page.locator('.notification-list-item-message', { hasText: 'could not start' });
+  const said = await waitFor('start error', 20000, async () => (await startError.count()) > 0);
+  await shot('8-start-error');
+  check('start_error', Boolean(said) && (await item.locator('.codicon-error').count()) > 0, {
+    message: said ? await startError.first().innerText() : undefined,
+  });
   summary.ok = true;
 } catch (err) {
   summary.ok = false;
