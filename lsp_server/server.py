@@ -9,6 +9,7 @@ line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -45,6 +46,31 @@ def load_engine(s: settings.Settings) -> InfillEngine:
     return InfillEngine.load(s.model or None, s.device)
 
 
+class _ClientGoneWriter:
+    """Ends the process quietly once the client has gone (a broken or closed pipe).
+
+    Some clients quit without waiting for the reply to `shutdown`; nothing is left to
+    answer then, and pygls would log a traceback for every message it still tries to
+    send.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def write(self, data: bytes) -> Any:
+        try:
+            return self.inner.write(data)
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:
+            if isinstance(exc, ValueError) and "closed" not in str(exc):
+                raise
+            log.info("client went away (%s); exiting", type(exc).__name__)
+            logging.shutdown()
+            os._exit(0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class InfillProtocol(LanguageServerProtocol):
     """Document sync goes to the server's own store, and nowhere else.
 
@@ -54,6 +80,10 @@ class InfillProtocol(LanguageServerProtocol):
     `Position` objects, so the server's handler would then see another range than the
     client sent and the two copies of the document would drift apart.
     """
+
+    def set_writer(self, writer: Any, include_headers: bool = True) -> None:
+        """Every transport gets the client-gone check."""
+        super().set_writer(_ClientGoneWriter(writer), include_headers)
 
     def _to_user(self, method: str, params: Any):
         if (handler := self.fm.features.get(method)) is not None:
@@ -94,6 +124,7 @@ class InfillServer(LanguageServer):
         self.store = DocumentStore()
         self.trees = SyntaxTrees()
         self.settings = base or settings.Settings()
+        self.base_model = self.settings.model  # from the command line
         self.engine = engine
         self.engine_factory = engine_factory
         self.state = "ready" if engine else "idle"
@@ -116,6 +147,8 @@ class InfillServer(LanguageServer):
     def apply_settings(self, raw: Any) -> bool:
         """Validate and apply client settings; True if the model must be reloaded."""
         new, problems = settings.parse(raw, self.settings)
+        if not new.model:  # editors send every setting; "" means "no preference"
+            new = dataclasses.replace(new, model=self.base_model)
         for problem in problems:
             self.show(types.MessageType.Warning, problem)
         reload = (new.model, new.device) != (self.settings.model, self.settings.device)
@@ -301,6 +334,10 @@ class InfillServer(LanguageServer):
                 return None
             if text:
                 spans.append((hole.start, hole.end, ctx.header + text))
+            else:
+                log.info(
+                    "hole at offset %d of %s: no usable text", hole.start, snap.uri
+                )
         return spans
 
     async def rewrite(
@@ -315,6 +352,7 @@ class InfillServer(LanguageServer):
         )
         text = await self.infill(snap, ctx, key=f"rewrite:{snap.uri}")
         if not text:
+            log.info("rewrite of %s produced no usable text", snap.uri)
             return None
         return edits.replacement(snap, [(start, end, text)], self.codec)
 
@@ -461,6 +499,8 @@ def create_server(
         snap = ls.snapshot(params.text_document.uri)
         if snap is None or ls.engine is None or not ls.settings.fill_on_save:
             return []
+        if params.reason != types.TextDocumentSaveReason.Manual:
+            return []  # auto-save after a delay must not fill a half-typed hint
         if not context.find_holes(snap, None, ls.settings.hole_marker):
             return []
         job = asyncio.ensure_future(ls.fill_holes(snap))

@@ -92,8 +92,10 @@ def parse(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
     settings = base or Settings()
     if raw is None:
         return settings, []
-    if isinstance(raw, dict) and isinstance(raw.get("infill"), dict):
+    if isinstance(raw, dict) and isinstance(raw.get("infill"), dict | list):
         raw = raw["infill"]
+    if raw == []:  # Neovim encodes an empty Lua table as a JSON array
+        raw = {}
     if not isinstance(raw, dict):
         return settings, [
             f"infill settings must be an object (got {type(raw).__name__})"

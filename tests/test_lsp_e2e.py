@@ -68,7 +68,11 @@ def apply(text: str, edits: list[types.TextEdit]) -> str:
 
 async def test_initialize_advertises_features_and_reports_loading(tiny_model_dir):
     s = Session()
-    result = await s.start("--model", str(tiny_model_dir), "--device", "cpu")
+    # editors send every setting: an empty model keeps the command line's
+    options = {"model": "", "device": "cpu"}
+    result = await s.start(
+        "--model", str(tiny_model_dir), "--device", "cpu", options=options
+    )
     caps = result.capabilities
     assert caps.inline_completion_provider
     assert caps.completion_provider is not None
@@ -78,6 +82,7 @@ async def test_initialize_advertises_features_and_reports_loading(tiny_model_dir
     assert caps.position_encoding == types.PositionEncodingKind.Utf16
     status = await s.wait_status("ready")
     assert status["device"] == "cpu/float32"
+    assert status["model"] == str(tiny_model_dir)
     kinds = [p["kind"] if isinstance(p, dict) else p.kind for p in s.progress]
     assert kinds[0] == "begin" and kinds[-1] == "end"
     await s.stop()
@@ -276,3 +281,29 @@ async def test_shutdown_with_a_request_in_flight_exits_promptly(tiny_model_dir):
     await s.stop()
     assert s.client._server.returncode == 0
     assert asyncio.get_running_loop().time() - started < 10
+
+
+async def test_auto_save_does_not_fill_holes(session):
+    session.open(URI, HOLES)
+    configure(session, saveDeadlineMs=5000)
+    for reason in (
+        types.TextDocumentSaveReason.AfterDelay,
+        types.TextDocumentSaveReason.FocusOut,
+    ):
+        edits = await session.client.text_document_will_save_wait_until_async(
+            types.WillSaveTextDocumentParams(doc(), reason)
+        )
+        assert not edits
+
+
+async def test_server_exits_quietly_when_the_client_vanishes(tiny_model_dir):
+    s = Session()
+    await s.start("--model", str(tiny_model_dir), "--device", "cpu")
+    await s.wait_status("ready")
+    process = s.client._server
+    process._transport.get_pipe_transport(1).close()  # stop reading the server
+    s.open(URI, SOURCE)
+    asyncio.ensure_future(s.inline(URI, 1, 11))  # its answer meets a closed pipe
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+    await asyncio.sleep(0.2)
+    assert not any("Traceback" in line for line in s.stderr), "".join(s.stderr)

@@ -12,6 +12,8 @@ def test_settings_accept_both_shapes_and_report_bad_values():
     s, problems = parse({"maxSteps": "x", "device": "tpu", "enable": 1, "bogus": 2})
     assert (s.max_steps, s.device, s.enable) == (0, "auto", True)
     assert len(problems) == 4 and any("infill.bogus" in p for p in problems)
+    assert parse({"infill": []}) == (Settings(), [])  # Neovim's empty table
+    assert parse([]) == (Settings(), [])
     s, problems = parse([1, 2])
     assert s == Settings() and "must be an object" in problems[0]
 
