@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-vscode test-nvim-012 lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# VS Code extension: compile and node's test runner (Node 20+).
+test-vscode:
+	cd editor-clients/vscode && npm ci --no-audit --no-fund && npm test
+
+# Neovim 0.12 (ghost text) from Debian sid, then the Neovim tests against it.
+test-nvim-012: $(STAMP)
+	PYTHON=$(BIN)/python sh editor-clients/neovim/scripts/test-nvim-0.12.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check infill_engine lsp_server tests
