@@ -58,6 +58,7 @@ class Fuzzer:
         self.s = session
         self.mirror = DocumentStore()  # the client's copy, same change rules
         self.requests = 0
+        self.rewrites = 0  # resolved rewrites that carried an edit
 
     def uri(self, i: int) -> str:
         return f"file:///fuzz/{i}.{'py' if LANGS[i] == 'python' else 'zig'}"
@@ -92,11 +93,13 @@ class Fuzzer:
                 types.CompletionParams(text_document=doc, position=op[2])
             )
         elif kind == "action":
-            await self.s.client.text_document_code_action_async(
-                types.CodeActionParams(
-                    doc, types.Range(op[2], op[3]), types.CodeActionContext([])
-                )
+            rng = types.Range(op[2], op[3])
+            actions = await self.s.client.text_document_code_action_async(
+                types.CodeActionParams(doc, rng, types.CodeActionContext([]))
             )
+            for action in actions or ():
+                if action.title.startswith("Rewrite"):
+                    await self.check_rewrite(action, rng)
         elif kind == "save":
             edits = await self.s.client.text_document_will_save_wait_until_async(
                 types.WillSaveTextDocumentParams(
@@ -108,6 +111,17 @@ class Fuzzer:
             allowed = [to_range(snap.lines, h.start, h.end, UTF16) for h in holes]
             for edit in edits or ():
                 assert edit.range in allowed, (snap.text, edit)
+
+    async def check_rewrite(self, action: types.CodeAction, rng: types.Range) -> None:
+        """A resolved rewrite replaces exactly the selection, at the current version."""
+        resolved = await self.s.client.code_action_resolve_async(action)
+        if resolved.edit is None:
+            return
+        change = resolved.edit.document_changes[0]
+        snap = self.mirror.get(change.text_document.uri)
+        assert change.text_document.version == snap.version
+        assert [e.range for e in change.edits] == [rng]
+        self.rewrites += 1
 
 
 def test_fuzz_thousands_of_requests(tiny_model_dir):
@@ -136,6 +150,7 @@ def test_fuzz_thousands_of_requests(tiny_model_dir):
     try:
         run()
         assert fuzzer.requests >= 2000, fuzzer.requests
+        assert fuzzer.rewrites > 0, "no rewrite carried an edit: that check went unused"
         alive = loop.run_until_complete(session.command("infill.status"))
         assert alive["state"] == "ready"
     finally:
