@@ -155,9 +155,13 @@ class InfillEngine:
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> InfillEngine:
-        """Load a checkpoint (None: the bundled model) and build an engine around it."""
+        """Load a checkpoint (None: the bundled model) and build an engine around it.
+
+        Defaults the checkpoint ships in `infill.json` apply unless `kwargs` sets them.
+        """
         loaded = loader.load(name_or_path, device, trust_remote_code)
-        return cls(loaded.model, loaded.tokenizer, loaded.placement, **kwargs)
+        options = dict(loaded.engine_defaults) | kwargs
+        return cls(loaded.model, loaded.tokenizer, loaded.placement, **options)
 
     def fill(
         self,

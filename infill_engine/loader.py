@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infill_engine.device import Placement, resolve
 
 BUNDLED_MODEL = Path(__file__).parent / "model"
+# Optional engine defaults shipped beside a checkpoint, e.g. the longest prompt it saw.
+ENGINE_DEFAULTS_FILE = "infill.json"
+ENGINE_DEFAULT_KEYS = {"max_prompt_tokens": int, "span_lengths": list}
 MODEL_CLASS = "DiffusionGemmaForBlockDiffusion"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
@@ -33,6 +36,7 @@ class LoadedModel:
     tokenizer: Any
     placement: Placement
     source: str
+    engine_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def default_model() -> str:
@@ -93,7 +97,29 @@ def load(
             f"could not load model from {where} '{source}': {first}"
         ) from exc
     model.to(placement.device).eval()  # type: ignore[arg-type]
-    return LoadedModel(model, tokenizer, placement, source)
+    defaults = engine_defaults(path) if local else {}
+    return LoadedModel(model, tokenizer, placement, source, defaults)
+
+
+def engine_defaults(path: Path) -> dict[str, Any]:
+    """Engine settings a checkpoint ships in `infill.json`; unknown keys are errors."""
+    file = path / ENGINE_DEFAULTS_FILE
+    if not file.is_file():
+        return {}
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{file} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{file} must hold a JSON object")
+    for key, value in raw.items():
+        kind = ENGINE_DEFAULT_KEYS.get(key)
+        if kind is None or not isinstance(value, kind):
+            raise ModelLoadError(
+                f"{file}: {key!r} is not one of {sorted(ENGINE_DEFAULT_KEYS)} "
+                "with the right type"
+            )
+    return raw
 
 
 def check_directory(path: Path) -> None:

@@ -67,3 +67,17 @@ def test_good_directory_loads(tiny_model_dir):
     loaded = load(str(tiny_model_dir), device="cpu")
     assert loaded.placement.describe() == "cpu/float32"
     assert not loaded.model.training
+
+
+def test_engine_defaults_shipped_beside_the_checkpoint(broken):
+    from infill_engine import InfillEngine
+
+    (broken / "infill.json").write_text('{"max_prompt_tokens": 48}')
+    engine = InfillEngine.load(str(broken), device="cpu")
+    assert engine.max_prompt_tokens == 48
+    assert (
+        InfillEngine.load(str(broken), "cpu", max_prompt_tokens=7).max_prompt_tokens
+        == 7
+    )
+    (broken / "infill.json").write_text('{"max_prompt_tokenz": 48}')
+    expect_error(broken, "is not one of")
