@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--per-kind",
         type=int,
-        default=10,
+        default=5,
         help="cursor positions per span kind per file",
     )
     bench.add_argument("--steps", type=int, default=0, help="maxSteps for LSP requests")
