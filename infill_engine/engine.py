@@ -191,8 +191,9 @@ class InfillEngine:
             )
             sync(self.placement)
             t2 = time.perf_counter()
+            window = self._window(batch)
             outcome = denoise(
-                self.denoiser, state, batch, config, is_cancelled, on_step
+                self.denoiser, state, batch, config, is_cancelled, on_step, window
             )
             sync(self.placement)
         t3 = time.perf_counter()

@@ -138,14 +138,35 @@ def test_whole_canvas_window_is_exactly_the_transformers_forward(
     )
 
 
-def test_exact_mode_and_window_mode_both_fill(tiny_model, tiny_tokenizer):
-    exact = InfillEngine(
-        tiny_model, tiny_tokenizer, resolve("cpu"), exact_self_conditioning=True
-    )
-    fast = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
-    for engine in (exact, fast):
+class WindowSpy:
+    """Passes calls through to a denoiser, recording the window of each."""
+
+    def __init__(self, real):
+        self.real, self.windows = real, []
+        self.vocab_size, self.device = real.vocab_size, real.device
+
+    def prefill(self, *args):
+        return self.real.prefill(*args)
+
+    def __call__(self, canvas, self_cond, state, window):
+        self.windows.append(window)
+        return self.real(canvas, self_cond, state, window)
+
+
+def test_exact_mode_computes_the_whole_canvas_and_window_mode_the_span(
+    tiny_model, tiny_tokenizer
+):
+    for exact in (True, False):
+        engine = InfillEngine(
+            tiny_model, tiny_tokenizer, resolve("cpu"), exact_self_conditioning=exact
+        )
+        spy = engine.denoiser = WindowSpy(engine.denoiser)
         result = engine.fill(REQUEST)
+        batch = engine.plan(REQUEST)
+        expected = slice(0, engine.canvas_length) if exact else batch.window
+        assert spy.windows and all(w == expected for w in spy.windows)
         assert result.steps > 0 and len(result.candidates) == 2
+        assert all(0 < c.score <= 1 for c in result.candidates)
 
 
 def test_config_defaults_come_from_the_generation_config():
