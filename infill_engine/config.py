@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from infill_engine.sampler import EntropyBoundSampler, LinearTemperature
+from infill_engine.stopping import StableAndConfident
+
 # DiffusionGemma's published defaults (transformers' DiffusionGemmaGenerationConfig).
 DEFAULT_STEPS = 48
 DEFAULT_ENTROPY_BOUND = 0.1
@@ -40,22 +43,12 @@ class DenoiseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_steps, int) or self.max_steps <= 0:
-            raise ValueError(f"max_steps must be > 0 (got {self.max_steps})")
-        if self.entropy_bound <= 0:
-            raise ValueError(f"entropy_bound must be > 0 (got {self.entropy_bound})")
-        if not 0 < self.t_min <= self.t_max:
-            raise ValueError(
-                f"need 0 < t_min <= t_max (got {self.t_min}, {self.t_max})"
-            )
-        if self.stability_threshold < 0:
-            raise ValueError(
-                f"stability_threshold must be >= 0 (got {self.stability_threshold})"
-            )
-        if self.confidence_threshold <= 0:
-            raise ValueError(
-                f"confidence_threshold must be > 0 (got {self.confidence_threshold})"
-            )
+        if not isinstance(self.max_steps, int):
+            raise ValueError(f"max_steps must be an integer (got {self.max_steps!r})")
+        # The loop's own objects validate their parts: one rule, one place.
+        LinearTemperature(self.t_max, self.t_min, self.max_steps)
+        EntropyBoundSampler(self.entropy_bound, self.greedy)
+        StableAndConfident(self.stability_threshold, self.confidence_threshold)
 
     @classmethod
     def from_generation_config(cls, gen: Any) -> DenoiseConfig:

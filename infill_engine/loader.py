@@ -106,12 +106,7 @@ def engine_defaults(path: Path) -> dict[str, Any]:
     file = path / ENGINE_DEFAULTS_FILE
     if not file.is_file():
         return {}
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{file} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{file} must hold a JSON object")
+    raw = _json_object(file)
     for key, value in raw.items():
         kind = ENGINE_DEFAULT_KEYS.get(key)
         if kind is None or not isinstance(value, kind):
@@ -128,12 +123,7 @@ def check_directory(path: Path) -> None:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{path} has no config.json: not a model directory")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{config_file} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{config_file} does not hold a JSON object")
+    config = _json_object(config_file)
     kinds = [config.get("model_type")] + list(config.get("architectures") or [])
     if "diffusion_gemma" not in kinds and MODEL_CLASS not in kinds:
         raise ModelLoadError(
@@ -146,6 +136,17 @@ def check_directory(path: Path) -> None:
         raise ModelLoadError(
             f"{path} has no tokenizer (expected one of {', '.join(TOKENIZER_FILES)})"
         )
+
+
+def _json_object(file: Path) -> dict[str, Any]:
+    """A JSON object read from `file`, or `ModelLoadError` saying what is wrong."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{file} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{file} does not hold a JSON object")
+    return value
 
 
 def _weight_files(path: Path) -> list[Path]:

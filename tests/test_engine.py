@@ -187,3 +187,19 @@ def test_config_defaults_come_from_the_generation_config():
     )
     with pytest.raises(ValueError, match="max_steps must be > 0"):
         DenoiseConfig(max_steps=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_steps": 0}, "max_steps must be > 0"),
+        ({"max_steps": 2.5}, "max_steps must be an integer"),
+        ({"entropy_bound": 0.0}, "entropy_bound must be > 0"),
+        ({"t_min": 0.9}, "t_min <= t_max"),
+        ({"stability_threshold": -1}, "stability_threshold must be >= 0"),
+        ({"confidence_threshold": 0.0}, "confidence_threshold must be > 0"),
+    ],
+)
+def test_bad_denoise_settings_are_rejected_with_a_clear_message(change, message):
+    with pytest.raises(ValueError, match=message):
+        DenoiseConfig(**change)
