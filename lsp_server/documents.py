@@ -62,7 +62,11 @@ class DocumentStore:
             log.warning("didChange for a document that is not open: %s", uri)
             return None
         text, lines = snap.text, snap.lines
-        for change in changes:
+        for n, change in enumerate(changes):
+            if (
+                n
+            ):  # positions of a later change refer to the text after the earlier ones
+                lines = LineIndex(text)
             if isinstance(change, types.TextDocumentContentChangePartial):
                 start = to_offset(lines, change.range.start, codec, clamp=True)
                 end = to_offset(lines, change.range.end, codec, clamp=True)
@@ -71,8 +75,7 @@ class DocumentStore:
                 text = text[:start] + change.text + text[end:]
             else:
                 text = change.text
-            lines = LineIndex(text)
-        snap = Snapshot(uri, version, snap.language_id, text)
+        snap = Snapshot(uri, version, snap.language_id, text)  # indexes the final text
         self._docs[uri] = snap
         return snap
 
