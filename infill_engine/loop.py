@@ -64,8 +64,9 @@ def denoise(
     2. For cur_step = N..1, until every row has stopped:
        a. Return a cancelled outcome if `cancel()` says so (checked between steps).
        b. Run the denoiser with the previous step's logits (self-conditioning).
-       c. Scale the logits by the temperature for cur_step; draw proposals and argmax.
-       d. Accept the lowest-entropy span slots within the bound; renoise the others.
+       c. Scale the logits by the temperature for cur_step; take the argmax.
+       d. Accept the lowest-entropy span slots within the bound, draw their proposals;
+          renoise the others.
        e. Freeze rows that stopped before; update the stopping rule.
        f. Keep the processed logits for self-conditioning; report the step.
     3. Return the argmax canvas of the last step.
@@ -90,9 +91,9 @@ def denoise(
         steps += 1
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]
-        proposal = torch.where(pinned, current, sampler.draw(processed, gen))
         new_argmax = torch.where(pinned, current, processed.argmax(-1))
         accepted = sampler.accept(processed, span)  # 2.d
+        proposal = sampler.draw(processed, accepted, gen)
         kept = torch.where(accepted, proposal, current)
         renoised = sampler.renoise(kept, accepted, span, denoiser.vocab_size, gen)
         frozen = done[:, None]  # 2.e

@@ -61,16 +61,32 @@ class EntropyBoundSampler:
             raise ValueError(f"entropy_bound must be > 0 (got {self.entropy_bound})")
 
     def draw(
-        self, logits: torch.Tensor, generator: torch.Generator | None
+        self,
+        logits: torch.Tensor,
+        used: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """Denoiser proposal per position: (B, L, V) -> (B, L); argmax when greedy."""
+        """Denoiser proposals: (B, W, V) logits -> (B, W) ids; argmax when greedy.
+
+        Only positions in `used` (B, W) need a proposal (the accepted slots; the rest
+        is renoised). On CPU only those rows are sampled: drawing a random number for
+        every vocabulary entry of every slot cost a quarter of a step. On CUDA the whole
+        window is sampled by an exponential race (argmax of p / E, E ~ Exp(1), the same
+        law as multinomial), which needs no host sync. Elsewhere the result is
+        meaningless.
+        """
         if self.greedy:
             return logits.argmax(-1)
-        probs = torch.softmax(logits.float(), dim=-1)
-        flat = torch.multinomial(
-            probs.view(-1, probs.shape[-1]), 1, generator=generator
-        )
-        return flat.view(logits.shape[:2])
+        if logits.device.type == "cuda":
+            probs = torch.softmax(logits.float(), dim=-1)
+            race = torch.empty_like(probs).exponential_(generator=generator)
+            return (probs / race).argmax(-1)
+        out = torch.zeros(used.shape, dtype=torch.long, device=logits.device)
+        rows = logits[used]  # (k, V)
+        if rows.numel():
+            probs = torch.softmax(rows.float(), dim=-1)
+            out[used] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return out
 
     def accept(self, logits: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
         """Which span slots take the proposal this step: (B, L, V), (B, L) -> (B, L)

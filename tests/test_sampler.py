@@ -61,7 +61,21 @@ def test_renoise_touches_only_span_slots_not_kept():
 
 def test_greedy_draw_is_argmax():
     logits = peaked([(5, 3.0), (6, 3.0)])
-    assert EntropyBoundSampler(0.1, greedy=True).draw(logits, None).tolist() == [[5, 6]]
+    used = torch.ones(1, 2, dtype=torch.bool)
+    assert EntropyBoundSampler(0.1, greedy=True).draw(logits, used, None).tolist() == [
+        [5, 6]
+    ]
+
+
+def test_draws_follow_the_softmax_at_the_used_positions():
+    probs = torch.tensor([0.7, 0.2, 0.1])
+    logits = probs.log().expand(1, 40_000, 3).clone()
+    used = torch.zeros(1, 40_000, dtype=torch.bool)
+    used[0, ::2] = True
+    gen = torch.Generator().manual_seed(0)
+    draws = EntropyBoundSampler(0.1).draw(logits, used, gen)[used]
+    freq = torch.bincount(draws, minlength=3) / draws.numel()
+    assert torch.allclose(freq, probs, atol=0.01)
 
 
 def test_entropy_of_uniform_is_log_v():
