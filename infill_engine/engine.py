@@ -200,7 +200,9 @@ class InfillEngine:
         if outcome.cancelled or outcome.logits is None:
             timings = Timings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
             return InfillResult("", True, outcome.steps, 0.0, 0, 0.0, (), timings)
-        candidates = self._candidates(batch, outcome.argmax, outcome.logits, request)
+        candidates = self._candidates(
+            batch, window, outcome.argmax, outcome.logits, request
+        )
         best = candidates[0]
         timings = Timings(
             _ms(t0, t1), _ms(t1, t2), _ms(t2, t3), _ms(t3, time.perf_counter())
@@ -243,14 +245,13 @@ class InfillEngine:
     def _candidates(
         self,
         batch: CanvasBatch,
+        window: slice,
         argmax: torch.Tensor,
         logits: torch.Tensor,
         request: InfillRequest,
     ) -> list[Candidate]:
         confidence = torch.softmax(logits.float(), dim=-1).amax(-1).cpu()  # (B, W)
-        offset = (
-            batch.span_start - self._window(batch).start
-        )  # span start in the window
+        offset = batch.span_start - window.start  # where the span starts in the window
         rows = argmax.cpu()
         out = []
         for row, span in enumerate(batch.span_lengths):

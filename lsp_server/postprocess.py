@@ -7,6 +7,8 @@ are checked by parsing the context with them inserted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lsp_server import syntax
 from lsp_server.context import InfillContext
 
@@ -27,16 +29,24 @@ def clean(ctx: InfillContext, text: str) -> str:
     return text
 
 
-def parses_as_well(language_id: str, ctx: InfillContext, text: str) -> bool:
-    """True if inserting `text` adds no syntax error to the context window.
+def validator(language_id: str, ctx: InfillContext) -> Callable[[str], bool]:
+    """A check of the engine's raw candidates for one context.
 
+    A candidate passes if, cleaned and inserted, it adds no syntax error to the context
+    window. The window without a candidate is parsed once, here, not per candidate.
     Languages without a grammar accept every candidate.
     """
     before = syntax.parse(language_id, ctx.prefix + ctx.suffix)
     if before is None:
-        return True
-    after = syntax.parse(language_id, ctx.prefix + text + ctx.suffix)
-    return syntax.error_count(after) <= syntax.error_count(before)
+        return lambda raw: True
+    baseline = syntax.error_count(before)
+
+    def parses_as_well(raw: str) -> bool:
+        text = clean(ctx, raw)
+        after = syntax.parse(language_id, ctx.prefix + text + ctx.suffix)
+        return syntax.error_count(after) <= baseline
+
+    return parses_as_well
 
 
 def _drop_line_overlap(text: str, rest_of_line: str) -> str:

@@ -272,9 +272,7 @@ class InfillServer(LanguageServer):
             ctx.suffix,
             span_lengths=ctx.span_lengths,
             config=config,
-            validate=lambda raw: postprocess.parses_as_well(
-                snap.language_id, ctx, postprocess.clean(ctx, raw)
-            ),
+            validate=postprocess.validator(snap.language_id, ctx),
         )
         started = time.perf_counter()
         try:

@@ -1,5 +1,5 @@
 from lsp_server.context import InfillContext
-from lsp_server.postprocess import clean, parses_as_well
+from lsp_server.postprocess import clean, validator
 
 
 def ctx(kind, prefix="", suffix="", indent=""):
@@ -39,6 +39,12 @@ def test_whitespace_only_is_nothing():
 
 def test_parse_check_prefers_candidates_that_add_no_error():
     c = ctx("line", prefix="x = foo(", suffix=")\n")
-    assert parses_as_well("python", c, "1, 2")
-    assert not parses_as_well("python", c, "1, (2")
-    assert parses_as_well("zig", c, "anything")  # no grammar: no opinion
+    assert validator("python", c)("1, 2")
+    assert not validator("python", c)("1, (2")
+    assert validator("zig", c)("anything")  # no grammar: no opinion
+
+
+def test_validator_cleans_raw_engine_text_before_parsing():
+    c = ctx("line", prefix="x = foo(", suffix=")\n")
+    # a second line would be cut by clean(); only the first line is judged
+    assert validator("python", c)("1, 2\n((((")
