@@ -96,12 +96,7 @@ async def measure(session: Session, kind: str, request: Any) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the server, drive the workload, return the figures."""
-    session = Session()
-    extra = ["--model", args.model] if args.model else []
-    await session.start(
-        *extra, "--device", args.device, options={"maxSteps": args.steps}
-    )
-    await session.wait_status("ready", timeout=300)
+    session = await Session.ready(args.model, args.device, {"maxSteps": args.steps})
     samples: list[dict[str, Any]] = []
     for n, path in enumerate(workload_files()):
         uri = f"file:///bench/{n}/{path.name}"

@@ -88,6 +88,15 @@ class Session:
         self.client.initialized(types.InitializedParams())
         return result
 
+    @classmethod
+    async def ready(cls, model: str, device: str, options: Any = None) -> Session:
+        """A started server (model "" = bundled) whose model has finished loading."""
+        session = cls()
+        extra = ["--model", model] if model else []
+        await session.start(*extra, "--device", device, options=options)
+        await session.wait_status("ready", timeout=300)
+        return session
+
     async def _read_stderr(self) -> None:
         server = self.client._server
         assert server is not None and server.stderr is not None

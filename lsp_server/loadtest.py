@@ -82,12 +82,7 @@ async def burst(session: Session, documents: int, requests: int) -> dict[str, An
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    session = Session()
-    extra = ["--model", args.model] if args.model else []
-    await session.start(
-        *extra, "--device", args.device, options={"maxSteps": args.steps}
-    )
-    await session.wait_status("ready", timeout=300)
+    session = await Session.ready(args.model, args.device, {"maxSteps": args.steps})
     out: dict[str, Any] = {"bursts": []}
     for documents in (1, 10):
         out["bursts"].append(await burst(session, documents, args.requests))
