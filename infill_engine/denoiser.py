@@ -125,40 +125,9 @@ class DiffusionGemmaDenoiser:
         Returns:
             (B, W, V) float32 logits, soft-capped as the model's own head does.
         """
-        dec = self.model.model.decoder
-        embed = dec.embed_tokens
-        embeds = embed(canvas)  # (B, L, H), scaled
-        if self_cond is None:
-            soft = torch.zeros_like(embeds)
-        else:
-            probs = self_cond.softmax(dim=-1, dtype=torch.float32).to(
-                embed.weight.dtype
-            )
-            soft = embeds.clone()  # one-hot self-conditioning outside the window
-            soft[:, window] = (probs @ embed.weight) * embed.embed_scale.to(
-                embeds.dtype
-            )
-        hidden = dec.self_conditioning(embeds, soft)
-        masks = dec.create_diffusion_decoder_attention_mask(
-            config=dec.text_config, inputs_embeds=hidden, cache=state.cache
+        return window_logits(
+            self.model, canvas, self_cond, state.cache, state.positions, window
         )
-        layer_types = dec.text_config.layer_types
-        rope = {
-            t: dec.rotary_emb(hidden, state.positions, t)
-            for t in dec.unique_layer_types
-        }
-        for i, layer in enumerate(dec.layers[: dec.text_config.num_hidden_layers]):
-            hidden = layer(
-                hidden,
-                position_embeddings=rope[layer_types[i]],
-                attention_mask=masks[layer_types[i]],
-                position_ids=state.positions,
-                cache=state.cache,
-            )
-        hidden = dec.norm(hidden[:, window])  # (B, W, H): the norm is per position
-        logits = self.model.lm_head(hidden).float()  # (B, W, V)
-        cap = self.model.final_logit_softcapping
-        return torch.tanh(logits / cap) * cap if cap else logits
 
     def _nearest(self, key: tuple[int, ...]) -> tuple[Any, int]:
         """The stored cache for the longest stored prompt that `key` starts with."""
@@ -177,6 +146,63 @@ class DiffusionGemmaDenoiser:
         self._store.move_to_end(key)
         while len(self._store) > self._entries:
             self._store.popitem(last=False)
+
+
+def window_logits(
+    model: Any,
+    canvas: torch.Tensor,
+    self_cond: torch.Tensor | None,
+    cache: Any,
+    positions: torch.Tensor,
+    window: slice,
+) -> torch.Tensor:
+    """DiffusionGemma's decoder forward with logits for a window of positions only.
+
+    The engine's step and the training loss both call this, so the model is trained on
+    exactly the forward it is served with. Gradients flow when the caller allows them.
+
+    Args:
+        model: a `DiffusionGemmaForBlockDiffusion`.
+        canvas: (B, L) token ids.
+        self_cond: (B, W, V) the previous pass's logits for the window, or None (no
+            self-conditioning, as at the first step).
+        cache: the encoder KV cache of the prompt (read, never written).
+        positions: (1, L) decoder position ids.
+        window: the canvas positions that get logits.
+
+    Returns:
+        (B, W, V) float32 logits, soft-capped as the model's own head does.
+    """
+    dec = model.model.decoder
+    embed = dec.embed_tokens
+    embeds = embed(canvas)  # (B, L, H), scaled
+    if self_cond is None:
+        soft = torch.zeros_like(embeds)
+    else:
+        probs = self_cond.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype)
+        window_soft = (probs @ embed.weight) * embed.embed_scale.to(embeds.dtype)
+        # One-hot self-conditioning outside the window: a position's own embedding.
+        soft = torch.cat(
+            [embeds[:, : window.start], window_soft, embeds[:, window.stop :]], dim=1
+        )
+    hidden = dec.self_conditioning(embeds, soft)
+    masks = dec.create_diffusion_decoder_attention_mask(
+        config=dec.text_config, inputs_embeds=hidden, cache=cache
+    )
+    layer_types = dec.text_config.layer_types
+    rope = {t: dec.rotary_emb(hidden, positions, t) for t in dec.unique_layer_types}
+    for i, layer in enumerate(dec.layers[: dec.text_config.num_hidden_layers]):
+        hidden = layer(
+            hidden,
+            position_embeddings=rope[layer_types[i]],
+            attention_mask=masks[layer_types[i]],
+            position_ids=positions,
+            cache=cache,
+        )
+    hidden = dec.norm(hidden[:, window])  # (B, W, H): the norm is per position
+    logits = model.lm_head(hidden).float()  # (B, W, V)
+    cap = model.final_logit_softcapping
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _shallow_copy(cache: Any) -> Any:

@@ -149,38 +149,68 @@ def test_noise_touches_span_slots_only():
     assert not torch.equal(noisy[span], target[span])
 
 
-def _engine_vs_training(tok, self_cond):
+def _reference_span_logits(model, batch, canvas, previous, vocab):
+    """transformers' own decoder forward; span slots soft-conditioned, the rest
+    one-hot (a logit of 1e4 gives exactly one-hot probabilities in float32)."""
+    cache = train.encode_prompt(model, batch.prompt_ids)
+    positions = train.decoder_positions(batch.prompt_ids.shape[1], canvas.shape[1])
+    full = None
+    if previous is not None:
+        full = torch.nn.functional.one_hot(canvas, vocab).float() * 1e4
+        full[batch.span_mask] = previous[0]
+    hidden = model.model.decoder(
+        decoder_input_ids=canvas,
+        cache=cache,
+        self_conditioning_logits=full,
+        decoder_position_ids=positions,
+    ).last_hidden_state[batch.span_mask]
+    logits = model.lm_head(hidden).float()
+    cap = model.final_logit_softcapping
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _one_example(tok):
     model = build_tiny_model(tok, canvas_length=64)
     ex = train.make_example(tok, _hole(tok), 16, 64, random.Random(0))
     batch = train.Batch(ex.prompt_ids[None], ex.target[None], ex.span_mask[None])
-    start = int(ex.span_mask.nonzero()[0])
-    window = slice(start, start + 16)
-    previous = torch.randn(1, 16, len(tok)) * 3 if self_cond else None  # (B, W, V)
-    with torch.no_grad():
-        cache = train.encode_prompt(model, batch.prompt_ids)
-        positions = train.decoder_positions(batch.prompt_ids.shape[1], 64)
-        full = None
-        if self_cond:
-            full = train.self_conditioning(
-                batch.target, batch.span_mask, previous[0], len(tok)
-            )
-        hidden = model.model.decoder(
-            decoder_input_ids=batch.target,
-            cache=cache,
-            self_conditioning_logits=full,
-            decoder_position_ids=positions,
-        ).last_hidden_state
-        ours = train.span_logits(model, hidden[batch.span_mask])
-        denoiser = DiffusionGemmaDenoiser(model)
-        state = denoiser.prefill(batch.prompt_ids, 1, 64)
-        engine = denoiser(batch.target, previous, state, window)[0]
-    return ours, engine
+    return model, batch
 
 
 @pytest.mark.parametrize("self_cond", [False, True])
-def test_training_forward_is_the_engine_forward(tiny_tokenizer, self_cond):
-    ours, engine = _engine_vs_training(tiny_tokenizer, self_cond)
-    torch.testing.assert_close(ours, engine, rtol=1e-4, atol=1e-4)
+def test_engine_forward_is_transformers_forward(tiny_tokenizer, self_cond):
+    model, batch = _one_example(tiny_tokenizer)
+    window = train.batch_window(batch.span_mask)
+    assert window.stop - window.start == 16
+    previous = torch.randn(1, 16, len(tiny_tokenizer)) * 3 if self_cond else None
+    with torch.no_grad():
+        reference = _reference_span_logits(
+            model, batch, batch.target, previous, len(tiny_tokenizer)
+        )
+        denoiser = DiffusionGemmaDenoiser(model)
+        state = denoiser.prefill(batch.prompt_ids, 1, 64)
+        engine = denoiser(batch.target, previous, state, window)[0]
+    torch.testing.assert_close(engine, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_training_loss_is_cross_entropy_of_the_reference_forward(tiny_tokenizer):
+    model, batch = _one_example(tiny_tokenizer)
+    noisy = train.add_noise(
+        batch, len(tiny_tokenizer), torch.Generator().manual_seed(3)
+    )
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        ours = train.span_loss(model, batch, noisy, False, gen)
+        logits = _reference_span_logits(model, batch, noisy, None, len(tiny_tokenizer))
+    expected = torch.nn.functional.cross_entropy(logits, batch.target[batch.span_mask])
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_window_covers_every_rows_span():
+    mask = torch.zeros(3, 30, dtype=torch.bool)
+    mask[0, 4:9] = True
+    mask[1, 12:20] = True
+    mask[2, 6:7] = True
+    assert train.batch_window(mask) == slice(4, 20)
 
 
 def test_training_steps_reduce_loss_on_a_repeated_batch(tiny_tokenizer):

@@ -9,8 +9,9 @@ to the encoder prompt (BOS first), the canvas holds the pinned prefix tail, the 
 
 1. Noise: each span slot becomes a uniform random id with probability t ~ U(0, 1).
 2. Encode the prompts into a fresh `DynamicCache`; the decoder reads it (as the engine).
-3. Half of the batches: a no-grad decoder pass gives logits, scaled by a temperature
-   from the engine's schedule, fed back as `self_conditioning_logits`.
+3. Half of the batches: a no-grad decoder pass gives logits for the span window,
+   scaled by a temperature from the engine's schedule, fed back as self-conditioning.
+   Both passes are the engine's own forward (`denoiser.window_logits`).
 4. Cross entropy on span slots only; AdamW, warmup then cosine over the time budget,
    gradients clipped.
 
@@ -41,6 +42,7 @@ from transformers.cache_utils import DynamicCache
 
 from infill_engine.canvas import plan_canvas, span_targets
 from infill_engine.configs import tiny_config
+from infill_engine.denoiser import window_logits
 from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.training.holes import KINDS, Hole, cut_hole, node_ranges
 
@@ -50,11 +52,10 @@ SPAN_CHOICES = (8, 16, 32, 48, 64, 96)
 PROMPT_BUCKETS = (1, 48, 160, 512)
 # Self-conditioning temperatures: the engine's schedule (DenoiseConfig t_min..t_max).
 SELF_COND_TEMPERATURE = (0.4, 0.8)
-ONE_HOT_LOGIT = 1e4  # softmax of this one-hot is exactly one-hot in float32
 TRUNCATED_SHARE = (
     0.1  # spans shorter than the middle: the engine's batched rows see those
 )
-OVERSIZED_SHARE = 0.45  # spans longer than needed: the model learns to pad with EOS
+OVERSIZED_SHARE = 0.25  # spans longer than needed: the model learns to pad with EOS
 
 
 @dataclass(frozen=True)
@@ -200,31 +201,19 @@ def decoder_positions(prompt_length: int, canvas_length: int) -> torch.Tensor:
     return torch.arange(prompt_length, prompt_length + canvas_length).unsqueeze(0)
 
 
-def span_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """LM head and soft-capping on selected hidden states only: (N, H) -> (N, V)."""
-    logits = model.lm_head(hidden).float()
-    cap = model.final_logit_softcapping
-    return torch.tanh(logits / cap) * cap if cap else logits
-
-
-def self_conditioning(
-    canvas: torch.Tensor, span_mask: torch.Tensor, span: torch.Tensor, vocab_size: int
-) -> torch.Tensor:
-    """(B, L, V) self-conditioning logits as the engine feeds them back.
-
-    Span slots get the previous pass's tempered logits (N, V); every other position is
-    conditioned on its own token, one-hot, like the engine's denoiser does outside its
-    logits window.
-    """
-    logits = F.one_hot(canvas, vocab_size).float() * ONE_HOT_LOGIT  # (B, L, V)
-    logits[span_mask] = span
-    return logits
+def batch_window(span_mask: torch.Tensor) -> slice:
+    """The smallest slice of canvas positions covering every row's span: (B, L)."""
+    columns = span_mask.any(0).nonzero().flatten()
+    return slice(int(columns[0]), int(columns[-1]) + 1)
 
 
 def span_loss(
     model: Any, batch: Batch, noisy: torch.Tensor, self_cond: bool, gen: torch.Generator
 ) -> torch.Tensor:
     """Mean cross entropy over span slots of one noisy batch.
+
+    The forward is the engine's own (`denoiser.window_logits`): logits for the window of
+    span slots only, self-conditioning soft embeddings inside it, one-hot outside.
 
     Args:
         model: the DiffusionGemma being trained.
@@ -235,26 +224,19 @@ def span_loss(
     """
     cache = encode_prompt(model, batch.prompt_ids)
     positions = decoder_positions(batch.prompt_ids.shape[1], noisy.shape[1])
+    window = batch_window(batch.span_mask)
     previous = None
     if self_cond:
         low, high = SELF_COND_TEMPERATURE
         temperature = low + (high - low) * float(torch.rand(1, generator=gen))
         with torch.no_grad():
-            hidden = model.model.decoder(
-                decoder_input_ids=noisy, cache=cache, decoder_position_ids=positions
-            ).last_hidden_state  # (B, L, H)
-            span = span_logits(model, hidden[batch.span_mask]) / temperature
-            previous = self_conditioning(
-                noisy, batch.span_mask, span, len(model.lm_head.weight)
+            previous = (
+                window_logits(model, noisy, None, cache, positions, window)
+                / temperature
             )
-    hidden = model.model.decoder(
-        decoder_input_ids=noisy,
-        cache=cache,
-        self_conditioning_logits=previous,
-        decoder_position_ids=positions,
-    ).last_hidden_state  # (B, L, H)
-    logits = span_logits(model, hidden[batch.span_mask])  # (N, V)
-    return F.cross_entropy(logits, batch.target[batch.span_mask])
+    logits = window_logits(model, noisy, previous, cache, positions, window)
+    span = batch.span_mask[:, window]
+    return F.cross_entropy(logits[span], batch.target[:, window][span])
 
 
 def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float:
