@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--greedy", action="store_true", help="argmax proposals, no sampling"
     )
     fill.add_argument(
+        "--schedule",
+        choices=("entropy", "linear"),
+        help="entropy: accept what the entropy bound allows (DiffusionGemma's); "
+        "linear: also commit the span evenly within --steps (default: model's)",
+    )
+    fill.add_argument(
         "--visual",
         action="store_true",
         help="redraw the canvas live on stderr as it denoises (pinned dim, accepted "
@@ -164,7 +170,10 @@ def run_fill(args: argparse.Namespace) -> int:
     try:
         engine = InfillEngine.load(args.model, args.device, args.trust_remote_code)
         config = engine.config.with_overrides(
-            max_steps=args.steps, seed=args.seed, greedy=args.greedy or None
+            max_steps=args.steps,
+            seed=args.seed,
+            greedy=args.greedy or None,
+            schedule=args.schedule,
         )
         request = InfillRequest(text[:start], text[end:], args.span, config)
         view = None

@@ -16,6 +16,7 @@ DEFAULT_T_MAX = 0.8
 DEFAULT_T_MIN = 0.4
 DEFAULT_STABILITY = 1
 DEFAULT_CONFIDENCE = 0.005
+SCHEDULES = ("entropy", "linear")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class DenoiseConfig:
         confidence_threshold: mean span entropy under which a stable span stops.
         greedy: take the argmax as each step's proposal instead of sampling.
         seed: seeds the noise and the sampling, so equal requests give equal results.
+        schedule: 'entropy' (DiffusionGemma's: at least one slot is accepted per step)
+            or 'linear' (also at least ceil(n * i / max_steps) of a row's n span slots
+            by step i, so every slot is committed within the step budget; the budget
+            then bounds latency and sets a floor on tokens per forward).
     """
 
     max_steps: int = DEFAULT_STEPS
@@ -41,10 +46,16 @@ class DenoiseConfig:
     confidence_threshold: float = DEFAULT_CONFIDENCE
     greedy: bool = False
     seed: int = 0
+    schedule: str = "entropy"
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int):
             raise ValueError(f"max_steps must be an integer (got {self.max_steps!r})")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)} "
+                f"(got {self.schedule!r})"
+            )
         # The loop's own objects validate their parts: one rule, one place.
         LinearTemperature(self.t_max, self.t_min, self.max_steps)
         EntropyBoundSampler(self.entropy_bound, self.greedy)

@@ -157,10 +157,16 @@ class InfillEngine:
     ) -> InfillEngine:
         """Load a checkpoint (None: the bundled model) and build an engine around it.
 
-        Defaults the checkpoint ships in `infill.json` apply unless `kwargs` sets them.
+        Defaults the checkpoint ships in `infill.json` apply unless `kwargs` sets them;
+        its `denoise` object overrides the generation config's denoising settings.
         """
         loaded = loader.load(name_or_path, device, trust_remote_code)
         options = dict(loaded.engine_defaults) | kwargs
+        denoise_overrides = options.pop("denoise", {})
+        if "config" not in options:
+            options["config"] = DenoiseConfig.from_generation_config(
+                getattr(loaded.model, "generation_config", None)
+            ).with_overrides(**denoise_overrides)
         return cls(loaded.model, loaded.tokenizer, loaded.placement, **options)
 
     def fill(

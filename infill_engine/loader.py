@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infill_engine.config import DenoiseConfig
 from infill_engine.device import Placement, resolve
 
 BUNDLED_MODEL = Path(__file__).parent / "model"
 # Optional engine defaults shipped beside a checkpoint, e.g. the longest prompt it saw.
 ENGINE_DEFAULTS_FILE = "infill.json"
-ENGINE_DEFAULT_KEYS = {"max_prompt_tokens": int, "span_lengths": list}
+ENGINE_DEFAULT_KEYS = {"max_prompt_tokens": int, "span_lengths": list, "denoise": dict}
 MODEL_CLASS = "DiffusionGemmaForBlockDiffusion"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
@@ -114,6 +115,10 @@ def engine_defaults(path: Path) -> dict[str, Any]:
                 f"{file}: {key!r} is not one of {sorted(ENGINE_DEFAULT_KEYS)} "
                 "with the right type"
             )
+    try:  # denoising overrides are checked by the config that will hold them
+        DenoiseConfig(**raw.get("denoise", {}))
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{file}: 'denoise': {exc}") from None
     return raw
 
 

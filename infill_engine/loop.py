@@ -65,8 +65,9 @@ def denoise(
        a. Return a cancelled outcome if `cancel()` says so (checked between steps).
        b. Run the denoiser with the previous step's logits (self-conditioning).
        c. Scale the logits by the temperature for cur_step; take the argmax.
-       d. Accept the lowest-entropy span slots within the bound, draw their proposals;
-          renoise the others.
+       d. Accept the lowest-entropy span slots within the bound (and, on the linear
+          schedule, at least ceil(n * i / N) of a row's n slots at step i), draw their
+          proposals; renoise the others.
        e. Freeze rows that stopped before; update the stopping rule.
        f. Keep the processed logits for self-conditioning; report the step.
     3. Return the argmax canvas of the last step.
@@ -84,6 +85,7 @@ def denoise(
     none = torch.zeros_like(span)
     canvas[:, w] = sampler.renoise(canvas[:, w], none, span, denoiser.vocab_size, gen)
     argmax, logits, done, steps = canvas[:, w], None, none[:, 0], 0  # (B, W)
+    slots = span.sum(-1, keepdim=True)  # (B, 1)
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
@@ -92,7 +94,10 @@ def denoise(
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]
         new_argmax = torch.where(pinned, current, processed.argmax(-1))
-        accepted = sampler.accept(processed, span)  # 2.d
+        floor = None
+        if config.schedule == "linear":
+            floor = (slots * steps + config.max_steps - 1) // config.max_steps
+        accepted = sampler.accept(processed, span, floor)  # 2.d
         proposal = sampler.draw(processed, accepted, gen)
         kept = torch.where(accepted, proposal, current)
         renoised = sampler.renoise(kept, accepted, span, denoiser.vocab_size, gen)

@@ -88,12 +88,29 @@ class EntropyBoundSampler:
             out[used] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         return out
 
-    def accept(self, logits: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
-        """Which span slots take the proposal this step: (B, L, V), (B, L) -> (B, L)
-        bool."""
+    def accept(
+        self,
+        logits: torch.Tensor,
+        span_mask: torch.Tensor,
+        floor: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Which span slots take the proposal this step.
+
+        Args:
+            logits: (B, L, V) processed logits.
+            span_mask: (B, L) the slots that may be accepted.
+            floor: (B, 1) accept at least this many of each row's lowest-entropy span
+                slots, whatever the bound says (the linear schedule's guarantee).
+
+        Returns:
+            (B, L) bool.
+        """
         entropy = token_entropy(logits).masked_fill(~span_mask, _NEVER)  # (B, L)
         sorted_h, order = torch.sort(entropy, dim=-1)
         chosen = (torch.cumsum(sorted_h, dim=-1) - sorted_h) <= self.entropy_bound
+        if floor is not None:
+            rank = torch.arange(chosen.shape[-1], device=chosen.device)
+            chosen = chosen | (rank < floor)
         accepted = torch.zeros_like(chosen).scatter(-1, order, chosen)
         return accepted & span_mask
 

@@ -81,3 +81,18 @@ def test_engine_defaults_shipped_beside_the_checkpoint(broken):
     )
     (broken / "infill.json").write_text('{"max_prompt_tokenz": 48}')
     expect_error(broken, "is not one of")
+
+
+def test_denoise_defaults_shipped_beside_the_checkpoint(broken):
+    from infill_engine import InfillEngine
+
+    (broken / "infill.json").write_text(
+        '{"denoise": {"max_steps": 6, "schedule": "linear"}}'
+    )
+    engine = InfillEngine.load(str(broken), device="cpu")
+    assert (engine.config.max_steps, engine.config.schedule) == (6, "linear")
+    assert engine.config.entropy_bound == 0.1  # untouched fields keep their defaults
+    (broken / "infill.json").write_text('{"denoise": {"schedule": "cosine"}}')
+    expect_error(broken, "'denoise': schedule must be one of")
+    (broken / "infill.json").write_text('{"denoise": {"stepz": 3}}')
+    expect_error(broken, "'denoise'")

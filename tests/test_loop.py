@@ -1,5 +1,6 @@
 import threading
 
+import pytest
 import torch
 from helpers import RandomDenoiser, ScriptedDenoiser
 from hypothesis import given, settings
@@ -77,3 +78,34 @@ def test_same_seed_same_result_different_seed_different_noise():
     for greedy in (False, True):
         assert torch.equal(run(3, greedy), run(3, greedy))
     assert not torch.equal(run(3, False), run(4, False))
+
+
+def test_linear_schedule_commits_the_span_within_the_step_budget():
+    batch = plan_canvas([10], [11], [16, 7], 40, 2, 0)
+    counts = []
+    config = DenoiseConfig(max_steps=4, schedule="linear", entropy_bound=1e-6)
+    out = denoise(
+        RandomDenoiser(V, 5),
+        None,
+        batch,
+        config,
+        on_step=lambda view: counts.append(view.accepted.sum(-1).tolist()),
+    )
+    # a model with no idea: the bound alone accepts one slot a step; the floor
+    # accepts ceil(n * i / 4) of each row's n slots at step i, all at the last
+    assert out.steps == 4
+    assert counts == [[4, 2], [8, 4], [12, 6], [16, 7]]
+    entropy_only = []
+    denoise(
+        RandomDenoiser(V, 5),
+        None,
+        batch,
+        DenoiseConfig(max_steps=4, entropy_bound=1e-6),
+        on_step=lambda view: entropy_only.append(view.accepted.sum(-1).tolist()),
+    )
+    assert entropy_only == [[1, 1]] * 4
+
+
+def test_unknown_schedule_is_a_clear_error():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        DenoiseConfig(schedule="cosine")

@@ -38,6 +38,18 @@ def test_always_accepts_at_least_one_span_token():
     assert int(accepted.sum()) == 1 and bool((accepted & ~span).sum() == 0)
 
 
+def test_floor_accepts_the_lowest_entropy_span_slots_beyond_the_bound():
+    # entropies rise left to right; position 0 is pinned
+    logits = peaked([(1, 30.0), (1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0), (5, 0.0)])
+    span = torch.tensor([[False, True, True, True, True, True]])
+    sampler = EntropyBoundSampler(0.01)
+    assert sampler.accept(logits, span)[0].tolist() == [False, True] + [False] * 4
+    floored = sampler.accept(logits, span, torch.tensor([[3]]))[0].tolist()
+    assert floored == [False, True, True, True, False, False]
+    every = sampler.accept(logits, span, torch.tensor([[9]]))[0].tolist()
+    assert every == [False] + [True] * 5  # never more than the span, never pinned
+
+
 def test_larger_bound_accepts_more():
     logits = peaked([(1, 2.0), (2, 2.5), (3, 3.0), (4, 3.5)])
     span = torch.ones(1, 4, dtype=torch.bool)

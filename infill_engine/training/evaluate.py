@@ -166,11 +166,14 @@ def main(argv: list[str] | None = None) -> None:
         "--max-steps", type=int, default=None, help="override the model's"
     )
     parser.add_argument("--entropy-bound", type=float, default=None)
+    parser.add_argument("--schedule", choices=("entropy", "linear"), default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = InfillEngine.load(args.model, device="cpu")
     engine.config = engine.config.with_overrides(
-        max_steps=args.max_steps, entropy_bound=args.entropy_bound
+        max_steps=args.max_steps,
+        entropy_bound=args.entropy_bound,
+        schedule=args.schedule,
     )
     holes = draw_holes(
         load_split(args.data, args.set), engine.tokenizer, args.n, args.seed
