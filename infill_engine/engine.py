@@ -119,6 +119,9 @@ class InfillEngine:
         exact_self_conditioning: compute logits for the whole canvas at every step, as
             transformers' model does, instead of for the span slots only (slower; the
             same for positions in the span, close elsewhere).
+        canvas_length: positions per canvas, at most the model's (None: the model's).
+            A shorter canvas pins less text around the span and makes each step
+            cheaper; the prefix that does not fit goes to the encoder as always.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class InfillEngine:
         span_lengths: Sequence[int] = DEFAULT_SPAN_LENGTHS,
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
         exact_self_conditioning: bool = False,
+        canvas_length: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -140,7 +144,12 @@ class InfillEngine:
         self.span_lengths = tuple(span_lengths)
         self.max_prompt_tokens = max_prompt_tokens
         self.exact_self_conditioning = exact_self_conditioning
-        self.canvas_length = int(model.config.canvas_length)
+        trained = int(model.config.canvas_length)
+        self.canvas_length = canvas_length or trained
+        if not 16 <= self.canvas_length <= trained:
+            raise ValueError(
+                f"canvas_length must be in 16..{trained} (got {self.canvas_length})"
+            )
         self.denoiser = DiffusionGemmaDenoiser(model)
         self.end_ids = _end_of_span_ids(model, tokenizer)
         self.bos_id = _special_id(tokenizer, model, "bos")
@@ -161,7 +170,8 @@ class InfillEngine:
         its `denoise` object overrides the generation config's denoising settings.
         """
         loaded = loader.load(name_or_path, device, trust_remote_code)
-        options = dict(loaded.engine_defaults) | kwargs
+        given = {key: value for key, value in kwargs.items() if value is not None}
+        options = dict(loaded.engine_defaults) | given
         denoise_overrides = options.pop("denoise", {})
         if "config" not in options:
             options["config"] = DenoiseConfig.from_generation_config(

@@ -19,7 +19,12 @@ from infill_engine.device import Placement, resolve
 BUNDLED_MODEL = Path(__file__).parent / "model"
 # Optional engine defaults shipped beside a checkpoint, e.g. the longest prompt it saw.
 ENGINE_DEFAULTS_FILE = "infill.json"
-ENGINE_DEFAULT_KEYS = {"max_prompt_tokens": int, "span_lengths": list, "denoise": dict}
+ENGINE_DEFAULT_KEYS = {
+    "max_prompt_tokens": int,
+    "span_lengths": list,
+    "denoise": dict,
+    "canvas_length": int,
+}
 MODEL_CLASS = "DiffusionGemmaForBlockDiffusion"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 

@@ -6,7 +6,10 @@ import shutil
 import pytest
 
 from infill_engine import ModelLoadError
+from infill_engine.device import cpu_dtype
 from infill_engine.loader import load
+
+CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
 
 
 @pytest.fixture
@@ -65,7 +68,7 @@ def test_unknown_device(tiny_model_dir):
 
 def test_good_directory_loads(tiny_model_dir):
     loaded = load(str(tiny_model_dir), device="cpu")
-    assert loaded.placement.describe() == "cpu/float32"
+    assert loaded.placement.describe() == f"cpu/{CPU_DTYPE}"
     assert not loaded.model.training
 
 
@@ -96,3 +99,20 @@ def test_denoise_defaults_shipped_beside_the_checkpoint(broken):
     expect_error(broken, "'denoise': schedule must be one of")
     (broken / "infill.json").write_text('{"denoise": {"stepz": 3}}')
     expect_error(broken, "'denoise'")
+
+
+def test_cpu_dtype_follows_the_processor_unless_overridden(monkeypatch):
+    import torch
+
+    from infill_engine.device import resolve
+
+    monkeypatch.setenv("INFILL_CPU_DTYPE", "float32")
+    assert resolve("cpu").dtype == torch.float32
+    monkeypatch.setenv("INFILL_CPU_DTYPE", "bfloat16")
+    assert resolve("cpu").dtype == torch.bfloat16
+    monkeypatch.setenv("INFILL_CPU_DTYPE", "float8")
+    with pytest.raises(ValueError, match="INFILL_CPU_DTYPE must be one of"):
+        resolve("cpu")
+    monkeypatch.delenv("INFILL_CPU_DTYPE")
+    amx = torch.cpu._is_amx_tile_supported()
+    assert resolve("cpu").dtype == (torch.bfloat16 if amx else torch.float32)

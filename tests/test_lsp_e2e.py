@@ -8,7 +8,10 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from infill_engine.device import cpu_dtype
 from lsp_server.client import Session
+
+CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
 
 URI = "file:///work/example.py"
 SOURCE = (
@@ -81,7 +84,7 @@ async def test_initialize_advertises_features_and_reports_loading(tiny_model_dir
     assert caps.text_document_sync.will_save_wait_until
     assert caps.position_encoding == types.PositionEncodingKind.Utf16
     status = await s.wait_status("ready")
-    assert status["device"] == "cpu/float32"
+    assert status["device"] == f"cpu/{CPU_DTYPE}"
     assert status["model"] == str(tiny_model_dir)
     kinds = [p["kind"] if isinstance(p, dict) else p.kind for p in s.progress]
     assert kinds[0] == "begin" and kinds[-1] == "end"

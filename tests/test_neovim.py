@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from infill_engine.device import cpu_dtype
+
+CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "editor-clients" / "neovim"
 DRIVER = PLUGIN / "tests" / "e2e.lua"
@@ -140,7 +143,7 @@ def test_setup_attaches_and_the_model_becomes_ready(nvim011):
         ready["commands"]
     )  # :InfillRewrite :InfillFillHoles :InfillStatus :InfillToggle
     assert ready["statusline"] == "infill: ready"
-    assert ready["status"]["device"] == "cpu/float32"
+    assert ready["status"]["device"] == f"cpu/{CPU_DTYPE}"
     assert nvim011["total_ms"] < 45_000
 
 
@@ -151,7 +154,7 @@ def test_ghost_text_fallback_is_said_once_on_0_11(nvim011):
 
 def test_status_command_asks_the_server(nvim011):
     message = nvim011["steps"]["status_command"]["message"]
-    assert message.startswith("infill: ready") and "cpu/float32" in message
+    assert message.startswith("infill: ready") and f"cpu/{CPU_DTYPE}" in message
 
 
 def test_completion_items_insert_at_the_cursor(nvim011):

@@ -65,14 +65,16 @@ def draw_holes(
     return holes
 
 
-def span_lengths(mode: str, middle_tokens: int) -> tuple[int, ...]:
-    """The span lengths a mode asks the engine for."""
+def span_lengths(
+    mode: str, middle_tokens: int, batched: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
+    """The span lengths a mode asks the engine for (`batched`: batched mode's)."""
     if mode == "oracle":
         return (middle_tokens,)
     if mode == "eos":
         return (GENEROUS_SPAN,)
     if mode == "batched":
-        return BATCHED_SPANS
+        return batched or BATCHED_SPANS
     raise ValueError(f"mode must be oracle, eos or batched (got {mode!r})")
 
 
@@ -86,14 +88,17 @@ def score(hole: Hole, text: str) -> dict[str, float]:
 
 
 def evaluate_mode(
-    engine: InfillEngine, holes: Sequence[Hole], mode: str
+    engine: InfillEngine,
+    holes: Sequence[Hole],
+    mode: str,
+    batched: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Fill every hole under one length mode and average the metrics."""
     rows = []
     for hole in holes:
         size = len(engine.tokenizer(hole.middle, add_special_tokens=False)["input_ids"])
         result = engine.fill(
-            InfillRequest(hole.prefix, hole.suffix, span_lengths(mode, size))
+            InfillRequest(hole.prefix, hole.suffix, span_lengths(mode, size, batched))
         )
         row: dict[str, Any] = dict(score(hole, result.text))
         row.update(
@@ -167,9 +172,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--entropy-bound", type=float, default=None)
     parser.add_argument("--schedule", choices=("entropy", "linear"), default=None)
+    parser.add_argument("--canvas-length", type=int, default=None)
+    parser.add_argument("--spans", default=None, help="batched mode's span lengths")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    engine = InfillEngine.load(args.model, device="cpu")
+    engine = InfillEngine.load(
+        args.model, device="cpu", canvas_length=args.canvas_length
+    )
+    batched = tuple(int(s) for s in args.spans.split(",")) if args.spans else None
     engine.config = engine.config.with_overrides(
         max_steps=args.max_steps,
         entropy_bound=args.entropy_bound,
@@ -189,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
             for spans in ((32,), BATCHED_SPANS)
         },
         "modes": {
-            mode: evaluate_mode(engine, holes, mode) for mode in args.modes.split(",")
+            mode: evaluate_mode(engine, holes, mode, batched)
+            for mode in args.modes.split(",")
         },
     }
     print(markdown_table(report))
