@@ -11,7 +11,7 @@ import torch
 from infill_engine.canvas import CanvasBatch
 from infill_engine.config import DenoiseConfig
 from infill_engine.denoiser import Denoiser
-from infill_engine.sampler import EntropyBoundSampler, LinearTemperature
+from infill_engine.sampler import EntropyBoundSampler, LinearTemperature, token_entropy
 from infill_engine.stopping import StableAndConfident
 
 
@@ -86,6 +86,7 @@ def denoise(
     canvas[:, w] = sampler.renoise(canvas[:, w], none, span, denoiser.vocab_size, gen)
     argmax, logits, done, steps = canvas[:, w], None, none[:, 0], 0  # (B, W)
     slots = span.sum(-1, keepdim=True)  # (B, 1)
+    previous_entropy = torch.zeros(span.shape, device=device)  # (B, W)
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
@@ -97,17 +98,23 @@ def denoise(
         floor = None
         if config.schedule == "linear":
             floor = (slots * steps + config.max_steps - 1) // config.max_steps
-        accepted = sampler.accept(processed, span, floor)  # 2.d
-        proposal = sampler.draw(processed, accepted, gen)
-        kept = torch.where(accepted, proposal, current)
-        renoised = sampler.renoise(kept, accepted, span, denoiser.vocab_size, gen)
+        entropy = token_entropy(processed)  # (B, W), shared by 2.d and 2.e
+        accepted = sampler.accept(processed, span, floor, entropy)  # 2.d
         frozen = done[:, None]  # 2.e
         argmax = torch.where(frozen, argmax, new_argmax)
-        canvas[:, w] = torch.where(frozen, current, renoised)
         if logits is not None:
             processed = torch.where(frozen[..., None], logits, processed)
-        done = done | stopping(argmax, processed, span)
-        logits = processed  # 2.f
+            entropy = torch.where(frozen, previous_entropy, entropy)
+        done = done | stopping(argmax, processed, span, entropy)
+        if cur_step == 1 or bool(done.all()):
+            # The last step: the result is the argmax, nothing is drawn or renoised.
+            renoised = argmax
+        else:
+            proposal = sampler.draw(processed, accepted, gen)
+            kept = torch.where(accepted, proposal, current)
+            renoised = sampler.renoise(kept, accepted, span, denoiser.vocab_size, gen)
+        canvas[:, w] = torch.where(frozen, current, renoised)
+        logits, previous_entropy = processed, entropy  # 2.f
         if on_step is not None:
             on_step(_view(steps, config.max_steps, canvas, argmax, accepted, batch, w))
         if bool(done.all()):

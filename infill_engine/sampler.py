@@ -84,8 +84,14 @@ class EntropyBoundSampler:
         out = torch.zeros(used.shape, dtype=torch.long, device=logits.device)
         rows = logits[used]  # (k, V)
         if rows.numel():
-            probs = torch.softmax(rows.float(), dim=-1)
-            out[used] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            # Inverse CDF: one uniform per row. torch.multinomial draws an exponential
+            # per vocabulary entry and cost 4 ms a step here.
+            cdf = torch.softmax(rows.float(), dim=-1).cumsum_(-1)  # (k, V)
+            u = torch.rand(len(cdf), 1, generator=generator) * cdf[:, -1:]
+            picked = torch.searchsorted(cdf, u, right=True).clamp_(
+                max=cdf.shape[-1] - 1
+            )
+            out[used] = picked.squeeze(-1)
         return out
 
     def accept(
@@ -93,6 +99,7 @@ class EntropyBoundSampler:
         logits: torch.Tensor,
         span_mask: torch.Tensor,
         floor: torch.Tensor | None = None,
+        entropy: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Which span slots take the proposal this step.
 
@@ -101,11 +108,14 @@ class EntropyBoundSampler:
             span_mask: (B, L) the slots that may be accepted.
             floor: (B, 1) accept at least this many of each row's lowest-entropy span
                 slots, whatever the bound says (the linear schedule's guarantee).
+            entropy: (B, L) `token_entropy(logits)`, when the caller has it already.
 
         Returns:
             (B, L) bool.
         """
-        entropy = token_entropy(logits).masked_fill(~span_mask, _NEVER)  # (B, L)
+        if entropy is None:
+            entropy = token_entropy(logits)
+        entropy = entropy.masked_fill(~span_mask, _NEVER)  # (B, L)
         sorted_h, order = torch.sort(entropy, dim=-1)
         chosen = (torch.cumsum(sorted_h, dim=-1) - sorted_h) <= self.entropy_bound
         if floor is not None:

@@ -39,9 +39,16 @@ class StableAndConfident:
         self._history.clear()
 
     def __call__(
-        self, argmax: torch.Tensor, logits: torch.Tensor, span_mask: torch.Tensor
+        self,
+        argmax: torch.Tensor,
+        logits: torch.Tensor,
+        span_mask: torch.Tensor,
+        entropy: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, L) argmax, (B, L, V) processed logits, (B, L) span mask -> (B,) bool."""
+        """(B, L) argmax, (B, L, V) processed logits, (B, L) span mask -> (B,) bool.
+
+        `entropy` is `token_entropy(logits)`, (B, L), when the caller has it already.
+        """
         stable = torch.ones(argmax.shape[0], dtype=torch.bool, device=argmax.device)
         if self.stability_threshold:
             if len(self._history) < self.stability_threshold:
@@ -51,6 +58,8 @@ class StableAndConfident:
             self._history.append(argmax)
             while len(self._history) > self.stability_threshold:
                 self._history.popleft()
-        entropy = token_entropy(logits) * span_mask
+        if entropy is None:
+            entropy = token_entropy(logits)
+        entropy = entropy * span_mask
         mean = entropy.sum(-1) / span_mask.sum(-1).clamp(min=1)
         return stable & (mean < self.confidence_threshold)

@@ -109,3 +109,20 @@ def test_linear_schedule_commits_the_span_within_the_step_budget():
 def test_unknown_schedule_is_a_clear_error():
     with pytest.raises(ValueError, match="schedule must be one of"):
         DenoiseConfig(schedule="cosine")
+
+
+def test_the_last_step_leaves_the_argmax_on_the_canvas():
+    # nothing is drawn or renoised after the last step: the canvas is the result
+    batch = plan_canvas([10], [11], [12, 5], 32, 2, 0)
+    views = []
+    out = denoise(
+        RandomDenoiser(V, 2),
+        None,
+        batch,
+        DenoiseConfig(max_steps=3, entropy_bound=1e-6),
+        on_step=views.append,
+    )
+    assert out.steps == 3
+    assert torch.equal(views[-1].canvas, views[-1].argmax)
+    assert torch.equal(views[-1].argmax, out.argmax)
+    assert not torch.equal(views[0].canvas, views[0].argmax)  # earlier steps renoise
