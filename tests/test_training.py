@@ -255,3 +255,30 @@ def test_learning_rate_warms_up_then_decays():
     assert train.learning_rate(0, 0.0, 1.0, 10) == pytest.approx(0.1)
     assert train.learning_rate(50, 0.0, 1.0, 10) == pytest.approx(1.0)
     assert train.learning_rate(50, 1.0, 1.0, 10) == pytest.approx(0.1)
+
+
+def test_common_holes_are_well_formed_and_their_shapes_judge_fills():
+    from infill_engine.training import common
+
+    for hole in common.HOLES:
+        assert hole.source.count(common.HOLE) == 1
+        # the author's answer parses and has the shape its kind asks for
+        assert common._parses(hole.prefix + hole.expected + hole.suffix), hole
+        assert common.SHAPES[hole.kind](hole.expected), hole
+    assert {h.kind for h in common.HOLES} == set(common.SHAPES)
+    assert not common.SHAPES["return"]("x = 1")
+    assert not common.SHAPES["arguments"]("a, (b")
+    assert not common.SHAPES["loop"]("for x in xs")
+    assert not common.SHAPES["closing"]("return 0")
+
+
+def test_common_holes_run_through_the_engine(tiny_model_dir):
+    from infill_engine import InfillEngine
+    from infill_engine.training import common
+
+    engine = InfillEngine.load(str(tiny_model_dir), device="cpu")
+    engine.config = engine.config.with_overrides(max_steps=2)
+    rows = common.fill_all(engine)
+    assert len(rows) == len(common.HOLES)
+    report = common.summary(rows)
+    assert report["all"]["steps"] <= 2 and 0 <= report["all"]["parses"] <= 1

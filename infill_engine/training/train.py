@@ -55,6 +55,9 @@ SELF_COND_TEMPERATURE = (0.4, 0.8)
 TRUNCATED_SHARE = (
     0.1  # spans shorter than the middle: the engine's batched rows see those
 )
+# Hole kinds drawn (holes.KINDS order: line, block, node, chars): single lines and
+# syntax nodes are what an editor asks for most.
+KIND_WEIGHTS = (0.35, 0.25, 0.3, 0.1)
 OVERSIZED_SHARE = 0.25  # spans longer than needed: the model learns to pad with EOS
 
 
@@ -150,7 +153,7 @@ def examples(
     ranges: dict[int, list[tuple[int, int]]] = {}
     while True:
         index = rng.randrange(len(files))
-        text, kind = files[index].text, rng.choice(KINDS)
+        text, kind = files[index].text, rng.choices(KINDS, KIND_WEIGHTS)[0]
         if kind == "node" and index not in ranges:
             ranges[index] = node_ranges(text)
         hole = cut_hole(text, kind, rng, ranges.get(index))
