@@ -266,15 +266,16 @@ def format_report(report: dict) -> str:
     if "lsp" in report:
         lines += [
             "",
-            "| LSP request | n | p50 ms | p95 ms | max ms | steps | tok/fwd "
-            "| prefill | denoise | post | protocol |",
+            "| LSP request | n (engine ran) | p50 ms | p95 ms | max ms | steps "
+            "| tok/fwd | prefill | denoise | post | protocol |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for kind, r in report["lsp"].items():
             if not r.get("requests"):
                 continue
             lines.append(
-                f"| {kind} | {r['requests']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+                f"| {kind} | {r['requests']} ({r.get('engine_runs', r['requests'])}) "
+                f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
                 f"{r['max_ms']:.0f} | {r['steps']:.1f} | "
                 f"{r['tokens_per_forward']:.2f} | "
                 f"{r['prefill_ms']:.0f} | {r['denoise_ms']:.0f} | "

@@ -1,10 +1,12 @@
 """End-to-end benchmark through LSP: the real server process, a real client over stdio.
 
 Inline-completion requests at many cursor positions of real Python files (single-line
-and multi-line spans) and rewrite actions; per request kind: p50/p95/max latency as the
-client sees it, steps, tokens per forward, and the split into prefill, denoise,
-post-processing and protocol (client latency minus time in the server's handler).
-Prints JSON on stdout. Run as `python -m lsp_server.bench`; `infill bench` calls it.
+and multi-line spans), rewrite actions, and lines retyped keystroke by keystroke (each
+keystroke a didChange and an inline request, as an editor sends them). Per request
+kind: p50/p95/max latency as the client sees it, steps, tokens per forward, and the
+split into prefill, denoise, post-processing and protocol (client latency minus time in
+the server's handler). Prints JSON on stdout. Run as `python -m lsp_server.bench`;
+`infill bench` calls it.
 """
 
 from __future__ import annotations
@@ -56,17 +58,23 @@ def positions(text: str, per_kind: int) -> dict[str, list[tuple[int, int]]]:
 
 
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """p50/p95/max latency and mean splits of one request kind."""
+    """p50/p95/max latency and mean splits of one request kind.
+
+    Splits and steps average over the requests the engine ran for (typing through a
+    suggestion is answered without it).
+    """
     if not samples:
         return {"requests": 0}
+    ran = [s for s in samples if s.get("engine", True)]
     lat = sorted(s["latency_ms"] for s in samples)
 
     def mean(key: str) -> float:
-        values = [s[key] for s in samples if s.get(key) is not None]
+        values = [s[key] for s in ran if s.get(key) is not None]
         return statistics.fmean(values) if values else 0.0
 
     return {
         "requests": len(samples),
+        "engine_runs": len(ran),
         "p50_ms": statistics.median(lat),
         "p95_ms": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))],
         "max_ms": lat[-1],
@@ -94,6 +102,57 @@ async def measure(session: Session, kind: str, request: Any) -> dict[str, Any]:
     return sample
 
 
+def typing_lines(text: str, count: int) -> list[int]:
+    """Indented statement lines of at least 20 characters, spread over the file."""
+    lines = text.split("\n")
+    found = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("    ")
+        and len(line.strip()) >= 20
+        and not line.strip().startswith(("#", '"', "'"))
+    ]
+    step = max(1, len(found) // max(count, 1))
+    return found[::step][:count]
+
+
+async def typing(session: Session, count: int) -> list[dict[str, Any]]:
+    """Retype `count` lines of the example file one character at a time.
+
+    Each keystroke is a didChange and an inline request, awaited before the next
+    keystroke (a typist slower than the server). Consecutive prompts extend each other,
+    so the prefill is mostly reused; keystrokes that type through the last suggestion
+    are answered without the engine. Samples carry `engine` (whether the engine ran).
+    """
+    path = EXAMPLES / "stats.py"
+    text = path.read_text(encoding="utf-8")
+    uri = "file:///bench/typing/stats.py"
+    session.open(uri, text)
+    samples: list[dict[str, Any]] = []
+    lines = text.split("\n")
+    for line in typing_lines(text, count):
+        full = lines[line]
+        indent = len(full) - len(full.lstrip())
+        cut = types.Range(
+            types.Position(line=line, character=indent),
+            types.Position(line=line, character=len(full)),
+        )
+        session.change(uri, cut, "")
+        before = None
+        for column in range(indent, len(full)):
+            at = types.Position(line=line, character=column)
+            session.change(uri, types.Range(at, at), full[column])
+            sample = await measure(
+                session, "typing", session.inline(uri, line, column + 1)
+            )
+            current = {k: sample.get(k) for k in ("serverMs", "prefillMs", "steps")}
+            sample["engine"] = current != before
+            before = current
+            sample["kind"] = "typing"
+            samples.append(sample)
+    return samples
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the server, drive the workload, return the figures."""
     session = await Session.ready(args.model, args.device, {"maxSteps": args.steps})
@@ -119,6 +178,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             request = session.client.code_action_resolve_async(action)
             samples.append(await measure(session, "rewrite", request))
+    samples += await typing(session, args.typing)
     await session.stop()
     kinds = sorted({s["kind"] for s in samples})
     return {
@@ -143,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--steps", type=int, default=0, help="maxSteps setting (0: model's)"
+    )
+    parser.add_argument(
+        "--typing", type=int, default=3, help="lines retyped keystroke by keystroke"
     )
     args = parser.parse_args(argv)
     json.dump(asyncio.run(run(args)), sys.stdout)

@@ -1,0 +1,24 @@
+from lsp_server import bench
+
+
+def test_typing_lines_are_indented_statements_spread_over_the_file():
+    text = "\n".join(
+        ["def f(values):", '    """doc string long enough to count"""']
+        + [f"    total_{i} = compute(values, {i}) + 1" for i in range(9)]
+        + ["    # a comment that is long enough", "    x = 1"]
+    )
+    picked = bench.typing_lines(text, 3)
+    assert picked == [2, 5, 8]
+    assert all(text.split("\n")[i].strip().startswith("total_") for i in picked)
+
+
+def test_summary_latency_counts_every_request_splits_only_engine_runs():
+    samples = [
+        {"latency_ms": 100.0, "prefillMs": 20.0, "steps": 4, "engine": True},
+        {"latency_ms": 2.0, "prefillMs": 20.0, "steps": 4, "engine": False},
+        {"latency_ms": 120.0, "prefillMs": 4.0, "steps": 2, "engine": True},
+    ]
+    out = bench.summarize(samples)
+    assert (out["requests"], out["engine_runs"]) == (3, 2)
+    assert out["p50_ms"] == 100.0 and out["max_ms"] == 120.0
+    assert out["prefill_ms"] == 12.0 and out["steps"] == 3.0
