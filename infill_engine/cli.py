@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         "language server over stdio (p50/p95/max, steps, tokens per forward, time "
         "split), the engine's time per denoising step against a bare forward of the "
         "same model, and denoising against token-by-token decoding of a same-size "
-        "causal model. Prints a "
-        "table and writes JSON.",
+        "causal model; on CUDA (or with --architecture) also the hardware mode: a "
+        "full-size architecture with random weights, ms per step against the memory-"
+        "bandwidth bound and against transformers' generate. Prints tables, writes "
+        "JSON.",
     )
     add_model_arguments(bench)
     bench.add_argument(
@@ -112,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-lsp",
         action="store_true",
         help="engine figures only (no server process)",
+    )
+    bench.add_argument(
+        "--architecture",
+        help="hardware mode: 'default' (transformers' DiffusionGemmaConfig), 'tiny', "
+        "or a checkpoint's config.json / directory, built with random weights on "
+        "--device; runs by default on CUDA with 'default', and never by default on CPU",
+    )
+    bench.add_argument(
+        "--architecture-steps",
+        type=int,
+        default=16,
+        help="denoising steps per canvas in hardware mode (both loops)",
     )
     return parser
 
@@ -223,6 +237,24 @@ def run_bench(args: argparse.Namespace) -> int:
         "canvas_length": engine.canvas_length,
     }
     print(f"engine on {report['device']}, {report['parameters'] / 1e6:.1f}M parameters")
+    architecture = args.architecture or (
+        "default" if engine.placement.device.type == "cuda" else None
+    )
+    if architecture:
+        from infill_engine import hardware
+
+        try:
+            arch_config = hardware.load_config(architecture)
+        except ValueError as exc:
+            print(f"infill: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        on_cpu = engine.placement.device.type == "cpu"
+        report["hardware"] = hardware.run(
+            arch_config,
+            engine.placement,
+            steps=args.architecture_steps,
+            bandwidth_mebibytes=64 if on_cpu else 1024,
+        ) | {"architecture": architecture}
     report["overhead"] = bench.step_overhead(engine)
     report["vs_autoregressive"] = bench.versus_autoregressive(engine, args.new_tokens)
     if not args.skip_lsp:
@@ -263,6 +295,25 @@ def format_report(report: dict) -> str:
         f"{ar['diffusion_tokens_per_forward']:.2f} |",
         f"| speed-up, AR time / diffusion time | {ar['speedup']:.2f} | | |",
     ]
+    if "hardware" in report:
+        h = report["hardware"]
+        lines += [
+            "",
+            f"| hardware mode: {h['architecture']}, {h['parameters'] / 1e9:.2f}B "
+            f"random weights, {h['device']}, {h['steps']} steps | value |",
+            "| --- | --- |",
+            f"| ms per denoising step | {h['ms_per_step']:.2f} |",
+            f"| tokens/s (one {h['canvas_length']}-token canvas, prefill included) "
+            f"| {h['tokens_per_s']:.0f} |",
+            f"| weights touched per step | {h['bytes_per_step'] / 1e9:.2f} GB |",
+            f"| copy bandwidth | {h['copy_bandwidth_gb_s']:.0f} GB/s |",
+            f"| bandwidth bound per step | {h['bandwidth_bound_ms_per_step']:.2f} ms |",
+            f"| step time as a fraction of the bound | {h['fraction_of_bound']:.2f} |",
+            f"| transformers generate: ms per step ({h['reference_steps']} steps) "
+            f"| {h['reference_ms_per_step']:.2f} |",
+            f"| transformers generate: tokens/s | {h['reference_tokens_per_s']:.0f} |",
+            f"| ours / generate speed-up | {h['speedup_vs_reference']:.2f} |",
+        ]
     if "lsp" in report:
         lines += [
             "",
