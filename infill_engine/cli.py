@@ -141,8 +141,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         choices=DEVICE_CHOICES,
         default="auto",
-        help="where the model runs; auto picks CUDA when available (bf16 on CUDA, "
-        "float32 on CPU)",
+        help="where the model runs; auto picks CUDA when available (bf16 on CUDA; "
+        "on CPU bf16 where the processor has AMX, else float32; INFILL_CPU_DTYPE "
+        "overrides)",
     )
     parser.add_argument(
         "--trust-remote-code",
