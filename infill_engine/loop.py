@@ -79,7 +79,8 @@ def denoise(
     stopping = StableAndConfident(
         config.stability_threshold, config.confidence_threshold
     )
-    pinned, span = batch.pinned.to(device)[:, w], batch.span_mask.to(device)[:, w]
+    pinned_canvas = batch.pinned.to(device)  # (B, L)
+    pinned, span = pinned_canvas[:, w], batch.span_mask.to(device)[:, w]
     # 1. Initialise
     canvas = batch.canvas.to(device).clone()  # (B, L)
     none = torch.zeros_like(span)
@@ -90,7 +91,7 @@ def denoise(
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
-        raw = denoiser(canvas, logits, state, w)  # 2.b  (B, W, V)
+        raw = denoiser(canvas, logits, state, w, pinned_canvas)  # 2.b  (B, W, V)
         steps += 1
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]

@@ -34,8 +34,12 @@ def engine(tiny_model, tiny_tokenizer):
     )
 
 
-def test_loaded_checkpoint_matches_the_model_it_was_saved_from(engine, tiny_engine):
-    a, b = engine.fill(REQUEST), tiny_engine.fill(REQUEST)
+def test_loaded_checkpoint_matches_the_model_it_was_saved_from(
+    engine, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setenv("INFILL_CPU_DTYPE", "float32")  # the in-memory model's dtype
+    loaded = InfillEngine.load(str(tiny_model_dir), device="cpu", span_lengths=(8, 16))
+    a, b = engine.fill(REQUEST), loaded.fill(REQUEST)
     assert (a.text, a.steps, a.span_length) == (b.text, b.steps, b.span_length)
     assert a.steps > 0 and not a.cancelled
 
@@ -148,9 +152,9 @@ class WindowSpy:
     def prefill(self, *args):
         return self.real.prefill(*args)
 
-    def __call__(self, canvas, self_cond, state, window):
+    def __call__(self, canvas, self_cond, state, window, pinned=None):
         self.windows.append(window)
-        return self.real(canvas, self_cond, state, window)
+        return self.real(canvas, self_cond, state, window, pinned)
 
 
 def test_exact_mode_computes_the_whole_canvas_and_window_mode_the_span(

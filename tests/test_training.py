@@ -192,17 +192,39 @@ def test_engine_forward_is_transformers_forward(tiny_tokenizer, self_cond):
     torch.testing.assert_close(engine, reference, rtol=1e-4, atol=1e-4)
 
 
-def test_training_loss_is_cross_entropy_of_the_reference_forward(tiny_tokenizer):
+def test_training_loss_is_cross_entropy_of_the_engine_forward(tiny_tokenizer):
     model, batch = _one_example(tiny_tokenizer)
     noisy = train.add_noise(
         batch, len(tiny_tokenizer), torch.Generator().manual_seed(3)
     )
     gen = torch.Generator().manual_seed(0)
+    window = train.batch_window(batch.span_mask)
     with torch.no_grad():
         ours = train.span_loss(model, batch, noisy, False, gen)
-        logits = _reference_span_logits(model, batch, noisy, None, len(tiny_tokenizer))
-    expected = torch.nn.functional.cross_entropy(logits, batch.target[batch.span_mask])
+        denoiser = DiffusionGemmaDenoiser(model)
+        state = denoiser.prefill(batch.prompt_ids, 1, 64)
+        logits = denoiser(noisy, None, state, window, ~batch.span_mask)
+    span = batch.span_mask[:, window]
+    expected = torch.nn.functional.cross_entropy(
+        logits[span], batch.target[:, window][span]
+    )
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pinned_positions_are_conditioned_on_their_token_from_the_first_step(
+    tiny_tokenizer,
+):
+    model, batch = _one_example(tiny_tokenizer)
+    window = train.batch_window(batch.span_mask)
+    with torch.no_grad():
+        denoiser = DiffusionGemmaDenoiser(model)
+        state = denoiser.prefill(batch.prompt_ids, 1, 64)
+        plain = denoiser(batch.target, None, state, window)
+        marked = denoiser(batch.target, None, state, window, ~batch.span_mask)
+        denoiser.condition_pinned = False  # exact mode: the mask is ignored
+        ignored = denoiser(batch.target, None, state, window, ~batch.span_mask)
+    assert not torch.allclose(plain, marked)
+    torch.testing.assert_close(plain, ignored)
 
 
 def test_batch_window_covers_every_rows_span():

@@ -11,7 +11,9 @@ to the encoder prompt (BOS first), the canvas holds the pinned prefix tail, the 
 2. Encode the prompts into a fresh `DynamicCache`; the decoder reads it (as the engine).
 3. Half of the batches: a no-grad decoder pass gives logits for the span window,
    scaled by a temperature from the engine's schedule, fed back as self-conditioning.
-   Both passes are the engine's own forward (`denoiser.window_logits`).
+   Pinned positions are self-conditioned on their own token in every pass (the model
+   is told which positions are context and which are noise). Both passes are the
+   engine's own forward (`denoiser.window_logits`).
 4. Cross entropy on span slots only; AdamW, warmup then cosine over the time budget,
    gradients clipped.
 
@@ -228,16 +230,17 @@ def span_loss(
     cache = encode_prompt(model, batch.prompt_ids)
     positions = decoder_positions(batch.prompt_ids.shape[1], noisy.shape[1])
     window = batch_window(batch.span_mask)
+    pinned = ~batch.span_mask
     previous = None
     if self_cond:
         low, high = SELF_COND_TEMPERATURE
         temperature = low + (high - low) * float(torch.rand(1, generator=gen))
         with torch.no_grad():
             previous = (
-                window_logits(model, noisy, None, cache, positions, window)
+                window_logits(model, noisy, None, cache, positions, window, pinned)
                 / temperature
             )
-    logits = window_logits(model, noisy, previous, cache, positions, window)
+    logits = window_logits(model, noisy, previous, cache, positions, window, pinned)
     span = batch.span_mask[:, window]
     return F.cross_entropy(logits[span], batch.target[:, window][span])
 
