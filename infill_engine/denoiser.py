@@ -55,11 +55,11 @@ class Denoiser(Protocol):
         self_cond: torch.Tensor | None,
         state: Any,
         window: slice,
-        pinned: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, L) canvas, optional (B, W, V) previous logits -> (B, W, V) logits.
 
-        `pinned` (B, L) marks positions whose token is known."""
+        `known` (B, L) marks positions whose token is known (pinned or accepted)."""
         ...
 
 
@@ -73,9 +73,9 @@ class DiffusionGemmaDenoiser:
 
     def __init__(self, model: Any, cache_entries: int = 4) -> None:
         self.model = model
-        # Self-condition pinned positions on their own token at every step (see
+        # Self-condition known positions on their own token at every step (see
         # `window_logits`); off reproduces transformers' forward exactly.
-        self.condition_pinned = True
+        self.condition_known = True
         self.vocab_size = int(model.config.text_config.vocab_size)
         self.device = next(model.parameters()).device
         self._store: OrderedDict[tuple[int, ...], Any] = OrderedDict()
@@ -118,7 +118,7 @@ class DiffusionGemmaDenoiser:
         self_cond: torch.Tensor | None,
         state: PrefillState,
         window: slice,
-        pinned: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One decoder forward, logits for the window only.
 
@@ -128,7 +128,8 @@ class DiffusionGemmaDenoiser:
                 the first step.
             state: the prefill.
             window: the canvas positions that get logits.
-            pinned: (B, L) positions whose token is known, or None.
+            known: (B, L) positions whose token is known (pinned or accepted), or
+                None.
 
         Returns:
             (B, W, V) float32 logits, soft-capped as the model's own head does.
@@ -140,7 +141,7 @@ class DiffusionGemmaDenoiser:
             state.cache,
             state.positions,
             window,
-            pinned if self.condition_pinned else None,
+            known if self.condition_known else None,
         )
 
     def _nearest(self, key: tuple[int, ...]) -> tuple[Any, int]:
@@ -169,7 +170,7 @@ def window_logits(
     cache: Any,
     positions: torch.Tensor,
     window: slice,
-    pinned: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DiffusionGemma's decoder forward with logits for a window of positions only.
 
@@ -184,10 +185,12 @@ def window_logits(
         cache: the encoder KV cache of the prompt (read, never written).
         positions: (1, L) decoder position ids.
         window: the canvas positions that get logits.
-        pinned: (B, L) positions whose token is known. They are self-conditioned on
-            their own token (one-hot) at every step, the first included, so the model
-            can tell context from noise; span slots get the previous logits, or
-            nothing at the first step. None: only positions outside the window are.
+        known: (B, L) positions whose token is known: pinned context and the slots
+            accepted at the previous step. They are self-conditioned on their own
+            token (one-hot), the first step included, so the model can tell context
+            and kept tokens from noise (uniform noise has no mask token); other slots
+            get the previous logits, or nothing at the first step. None: only
+            positions outside the window are (transformers' behaviour).
 
     Returns:
         (B, W, V) float32 logits, soft-capped as the model's own head does.
@@ -204,8 +207,8 @@ def window_logits(
         soft = torch.cat(
             [embeds[:, : window.start], window_soft, embeds[:, window.stop :]], dim=1
         )
-    if pinned is not None:
-        soft = torch.where(pinned[..., None], embeds, soft)
+    if known is not None:
+        soft = torch.where(known[..., None], embeds, soft)
     hidden = dec.self_conditioning(embeds, soft)
     masks = dec.create_diffusion_decoder_attention_mask(
         config=dec.text_config, inputs_embeds=hidden, cache=cache

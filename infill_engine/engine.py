@@ -208,7 +208,7 @@ class InfillEngine:
             sync(self.placement)
             t2 = time.perf_counter()
             window = self._window(batch)
-            self.denoiser.condition_pinned = not self.exact_self_conditioning
+            self.denoiser.condition_known = not self.exact_self_conditioning
             outcome = denoise(
                 self.denoiser, state, batch, config, is_cancelled, on_step, window
             )

@@ -63,7 +63,8 @@ def denoise(
     1. Initialise: span slots get uniform noise; pinned positions hold their tokens.
     2. For cur_step = N..1, until every row has stopped:
        a. Return a cancelled outcome if `cancel()` says so (checked between steps).
-       b. Run the denoiser with the previous step's logits (self-conditioning).
+       b. Run the denoiser with the previous step's logits (self-conditioning) and the
+          known positions (pinned, and the slots accepted at the previous step).
        c. Scale the logits by the temperature for cur_step; take the argmax.
        d. Accept the lowest-entropy span slots within the bound (and, on the linear
           schedule, at least ceil(n * i / N) of a row's n slots at step i), draw their
@@ -79,8 +80,8 @@ def denoise(
     stopping = StableAndConfident(
         config.stability_threshold, config.confidence_threshold
     )
-    pinned_canvas = batch.pinned.to(device)  # (B, L)
-    pinned, span = pinned_canvas[:, w], batch.span_mask.to(device)[:, w]
+    known = batch.pinned.to(device).clone()  # (B, L): pinned, then also accepted
+    pinned, span = known[:, w].clone(), batch.span_mask.to(device)[:, w]
     # 1. Initialise
     canvas = batch.canvas.to(device).clone()  # (B, L)
     none = torch.zeros_like(span)
@@ -91,7 +92,7 @@ def denoise(
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
-        raw = denoiser(canvas, logits, state, w, pinned_canvas)  # 2.b  (B, W, V)
+        raw = denoiser(canvas, logits, state, w, known)  # 2.b  (B, W, V)
         steps += 1
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]
@@ -115,6 +116,7 @@ def denoise(
             kept = torch.where(accepted, proposal, current)
             renoised = sampler.renoise(kept, accepted, span, denoiser.vocab_size, gen)
         canvas[:, w] = torch.where(frozen, current, renoised)
+        known[:, w] = torch.where(frozen, known[:, w], pinned | accepted)
         logits, previous_entropy = processed, entropy  # 2.f
         if on_step is not None:
             on_step(_view(steps, config.max_steps, canvas, argmax, accepted, batch, w))

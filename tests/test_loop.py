@@ -126,3 +126,31 @@ def test_the_last_step_leaves_the_argmax_on_the_canvas():
     assert torch.equal(views[-1].canvas, views[-1].argmax)
     assert torch.equal(views[-1].argmax, out.argmax)
     assert not torch.equal(views[0].canvas, views[0].argmax)  # earlier steps renoise
+
+
+class KnownSpy(RandomDenoiser):
+    """Random logits; records the known mask of every call."""
+
+    def __init__(self, vocab_size):
+        super().__init__(vocab_size, 4)
+        self.known = []
+
+    def __call__(self, canvas, self_cond, state, window, known=None):
+        self.known.append(known.clone())
+        return super().__call__(canvas, self_cond, state, window)
+
+
+def test_known_positions_are_the_pinned_ones_then_also_the_accepted_slots():
+    batch = plan_canvas([10, 11], [12], [6], 16, 2, 0)
+    spy, accepted = KnownSpy(V), []
+    denoise(
+        spy,
+        None,
+        batch,
+        DenoiseConfig(max_steps=3, entropy_bound=1e-6, schedule="linear"),
+        on_step=lambda view: accepted.append(view.accepted.clone()),
+    )
+    assert torch.equal(spy.known[0], batch.pinned)
+    for step in (1, 2):
+        assert torch.equal(spy.known[step], batch.pinned | accepted[step - 1])
+        assert int(accepted[step - 1].sum()) == 2 * step  # the floor: ceil(6 * i / 3)

@@ -144,9 +144,11 @@ def test_noise_touches_span_slots_only():
     span = torch.zeros(2, 20, dtype=torch.bool)
     span[:, 5:12] = True
     batch = train.Batch(torch.zeros(2, 3, dtype=torch.long), target, span)
-    noisy = train.add_noise(batch, 1000, torch.Generator().manual_seed(0))
+    noisy, noised = train.add_noise(batch, 1000, torch.Generator().manual_seed(0))
     assert torch.equal(noisy[~span], target[~span])
     assert not torch.equal(noisy[span], target[span])
+    assert not (noised & ~span).any()
+    assert torch.equal(noisy[span & ~noised], target[span & ~noised])
 
 
 def _reference_span_logits(model, batch, canvas, previous, vocab):
@@ -194,19 +196,23 @@ def test_engine_forward_is_transformers_forward(tiny_tokenizer, self_cond):
 
 def test_training_loss_is_cross_entropy_of_the_engine_forward(tiny_tokenizer):
     model, batch = _one_example(tiny_tokenizer)
-    noisy = train.add_noise(
-        batch, len(tiny_tokenizer), torch.Generator().manual_seed(3)
+    noisy, noised = train.add_noise(
+        batch, len(tiny_tokenizer), torch.Generator().manual_seed(1)
     )
+    assert noised.any() and (batch.span_mask & ~noised).any()
     gen = torch.Generator().manual_seed(0)
     window = train.batch_window(batch.span_mask)
     with torch.no_grad():
-        ours = train.span_loss(model, batch, noisy, False, gen)
+        ours = train.span_loss(model, batch, noisy, noised, False, gen)
         denoiser = DiffusionGemmaDenoiser(model)
         state = denoiser.prefill(batch.prompt_ids, 1, 64)
-        logits = denoiser(noisy, None, state, window, ~batch.span_mask)
-    span = batch.span_mask[:, window]
-    expected = torch.nn.functional.cross_entropy(
-        logits[span], batch.target[:, window][span]
+        # the engine's known positions: pinned context and kept (clean) slots
+        logits = denoiser(noisy, None, state, window, ~noised)
+    target = batch.target[:, window]
+    hidden, clean = noised[:, window], (batch.span_mask & ~noised)[:, window]
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(logits[hidden], target[hidden]) + train.CLEAN_WEIGHT * ce(
+        logits[clean], target[clean]
     )
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
@@ -221,7 +227,7 @@ def test_pinned_positions_are_conditioned_on_their_token_from_the_first_step(
         state = denoiser.prefill(batch.prompt_ids, 1, 64)
         plain = denoiser(batch.target, None, state, window)
         marked = denoiser(batch.target, None, state, window, ~batch.span_mask)
-        denoiser.condition_pinned = False  # exact mode: the mask is ignored
+        denoiser.condition_known = False  # exact mode: the mask is ignored
         ignored = denoiser(batch.target, None, state, window, ~batch.span_mask)
     assert not torch.allclose(plain, marked)
     torch.testing.assert_close(plain, ignored)
@@ -258,14 +264,14 @@ def test_training_steps_reduce_loss_on_a_repeated_batch(tiny_tokenizer):
             )
         )
     )
-    noisy = train.add_noise(
+    noisy, noised = train.add_noise(
         batch, len(tiny_tokenizer), torch.Generator().manual_seed(0)
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     gen = torch.Generator().manual_seed(0)
     losses = []
     for step in range(10):
-        loss = train.span_loss(model, batch, noisy, step % 2 == 1, gen)
+        loss = train.span_loss(model, batch, noisy, noised, step % 2 == 1, gen)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -11,11 +11,12 @@ to the encoder prompt (BOS first), the canvas holds the pinned prefix tail, the 
 2. Encode the prompts into a fresh `DynamicCache`; the decoder reads it (as the engine).
 3. Half of the batches: a no-grad decoder pass gives logits for the span window,
    scaled by a temperature from the engine's schedule, fed back as self-conditioning.
-   Pinned positions are self-conditioned on their own token in every pass (the model
-   is told which positions are context and which are noise). Both passes are the
+   Known positions (pinned context and clean span slots) are self-conditioned on
+   their own token in every pass, as the engine does with pinned and accepted tokens:
+   the model is told which slots are noise. Both passes are the
    engine's own forward (`denoiser.window_logits`).
-4. Cross entropy on span slots only; AdamW, warmup then cosine over the time budget,
-   gradients clipped.
+4. Cross entropy on the noised span slots (clean ones weighted 0.1); AdamW, warmup
+   then cosine over the time budget, gradients clipped.
 
 Prompts in one batch have equal length, so no padding or attention mask is needed: each
 example's prefix is cut from the front to one of `PROMPT_BUCKETS` tokens. The run is
@@ -60,7 +61,9 @@ TRUNCATED_SHARE = (
 # Hole kinds drawn (holes.KINDS order: line, block, node, chars): single lines and
 # syntax nodes are what an editor asks for most.
 KIND_WEIGHTS = (0.35, 0.25, 0.3, 0.1)
-OVERSIZED_SHARE = 0.25  # spans longer than needed: the model learns to pad with EOS
+OVERSIZED_SHARE = 0.25
+# Loss weight of clean span slots (known tokens the model only has to keep).
+CLEAN_WEIGHT = 0.1  # spans longer than needed: the model learns to pad with EOS
 
 
 @dataclass(frozen=True)
@@ -182,17 +185,20 @@ def batches(stream: Iterator[Example], batch_size: int) -> Iterator[Batch]:
 
 def add_noise(
     batch: Batch, vocab_size: int, gen: torch.Generator, power: float = 1.0
-) -> torch.Tensor:
-    """(B, L) canvas: each span slot becomes a uniform random id with probability t.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each span slot becomes a uniform random id with probability t.
 
     t = u ** power with u ~ U(0, 1): power 1 is uniform; power 0.5 has density 2t, more
     weight on the heavy noise the engine starts from.
+
+    Returns:
+        (B, L) noisy canvas and (B, L) the slots that were noised.
     """
     b, length = batch.target.shape
     level = torch.rand(b, 1, generator=gen) ** power
     flip = batch.span_mask & (torch.rand(b, length, generator=gen) < level)
     noise = torch.randint(0, vocab_size, (b, length), generator=gen)
-    return torch.where(flip, noise, batch.target)
+    return torch.where(flip, noise, batch.target), flip
 
 
 def encode_prompt(model: Any, prompt_ids: torch.Tensor) -> Any:
@@ -213,36 +219,48 @@ def batch_window(span_mask: torch.Tensor) -> slice:
 
 
 def span_loss(
-    model: Any, batch: Batch, noisy: torch.Tensor, self_cond: bool, gen: torch.Generator
+    model: Any,
+    batch: Batch,
+    noisy: torch.Tensor,
+    noised: torch.Tensor,
+    self_cond: bool,
+    gen: torch.Generator,
 ) -> torch.Tensor:
-    """Mean cross entropy over span slots of one noisy batch.
+    """Cross entropy on the noised span slots, plus `CLEAN_WEIGHT` times that on the
+    clean ones.
 
     The forward is the engine's own (`denoiser.window_logits`): logits for the window of
-    span slots only, self-conditioning soft embeddings inside it, one-hot outside.
+    span slots only. Known positions (pinned context and clean span slots, as the
+    engine's pinned and accepted tokens) are self-conditioned on their own token, so
+    the model is told which slots are noise; the loss then goes mostly to those.
 
     Args:
         model: the DiffusionGemma being trained.
         batch: prompts (B, P), targets and span masks (B, L).
         noisy: (B, L) the noisy canvas.
+        noised: (B, L) the span slots holding noise.
         self_cond: run a no-grad pass first and feed its tempered logits back.
         gen: draws the self-conditioning temperature.
     """
     cache = encode_prompt(model, batch.prompt_ids)
     positions = decoder_positions(batch.prompt_ids.shape[1], noisy.shape[1])
     window = batch_window(batch.span_mask)
-    pinned = ~batch.span_mask
+    known = ~noised  # pinned context and clean span slots
     previous = None
     if self_cond:
         low, high = SELF_COND_TEMPERATURE
         temperature = low + (high - low) * float(torch.rand(1, generator=gen))
         with torch.no_grad():
             previous = (
-                window_logits(model, noisy, None, cache, positions, window, pinned)
+                window_logits(model, noisy, None, cache, positions, window, known)
                 / temperature
             )
-    logits = window_logits(model, noisy, previous, cache, positions, window, pinned)
-    span = batch.span_mask[:, window]
-    return F.cross_entropy(logits[span], batch.target[:, window][span])
+    logits = window_logits(model, noisy, previous, cache, positions, window, known)
+    target = batch.target[:, window]
+    losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, W)
+    hidden, clean = noised[:, window], (batch.span_mask & ~noised)[:, window]
+    loss = (losses * hidden).sum() / hidden.sum().clamp(min=1)
+    return loss + CLEAN_WEIGHT * (losses * clean).sum() / clean.sum().clamp(min=1)
 
 
 def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float:
@@ -259,7 +277,7 @@ def fixed_eval_batches(
     canvas_length: int,
     count: int,
     size: int,
-) -> list[tuple[Batch, torch.Tensor]]:
+) -> list[tuple[Batch, torch.Tensor, torch.Tensor]]:
     """Held-out batches and noisy canvases, fixed by seed, for a comparable loss."""
     stream = batches(
         examples(files, tokenizer, canvas_length, random.Random(1234)), size
@@ -268,16 +286,18 @@ def fixed_eval_batches(
     out = []
     for _ in range(count):
         batch = next(stream)
-        out.append((batch, add_noise(batch, len(tokenizer), gen)))
+        out.append((batch, *add_noise(batch, len(tokenizer), gen)))
     return out
 
 
 @torch.no_grad()
-def heldout_loss(model: Any, fixed: list[tuple[Batch, torch.Tensor]]) -> float:
+def heldout_loss(
+    model: Any, fixed: list[tuple[Batch, torch.Tensor, torch.Tensor]]
+) -> float:
     """Mean span loss on the fixed held-out batches (no self-conditioning)."""
     model.eval()
     gen = torch.Generator().manual_seed(0)
-    losses = [float(span_loss(model, b, noisy, False, gen)) for b, noisy in fixed]
+    losses = [float(span_loss(model, b, x, hit, False, gen)) for b, x, hit in fixed]
     model.train()
     return sum(losses) / len(losses)
 
@@ -367,9 +387,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        noisy = add_noise(batch, len(tokenizer), gen, args.noise_power)
+        noisy, noised = add_noise(batch, len(tokenizer), gen, args.noise_power)
         loss = span_loss(
-            model, batch, noisy, bool(torch.rand(1, generator=gen) < 0.5), gen
+            model, batch, noisy, noised, bool(torch.rand(1, generator=gen) < 0.5), gen
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
