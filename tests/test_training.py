@@ -291,7 +291,7 @@ def test_common_holes_are_well_formed_and_their_shapes_judge_fills():
     for hole in common.HOLES:
         assert hole.source.count(common.HOLE) == 1
         # the author's answer parses and has the shape its kind asks for
-        assert common._parses(hole.prefix + hole.expected + hole.suffix), hole
+        assert common.parses(hole.prefix + hole.expected + hole.suffix), hole
         assert common.SHAPES[hole.kind](hole.expected), hole
     assert {h.kind for h in common.HOLES} == set(common.SHAPES)
     assert not common.SHAPES["return"]("x = 1")

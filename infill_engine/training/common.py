@@ -13,7 +13,6 @@ header ending in `:`, an indented block). The fills are printed for a reader to 
 from __future__ import annotations
 
 import argparse
-import ast
 import difflib
 import json
 import re
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from infill_engine import InfillEngine, InfillRequest
+from infill_engine.training.evaluate import parses
 
 HOLE = "<HOLE>"
 
@@ -46,14 +46,6 @@ class CommonHole:
     @property
     def suffix(self) -> str:
         return self.source.split(HOLE)[1]
-
-
-def _parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-    except (SyntaxError, ValueError):
-        return False
-    return True
 
 
 def _balanced(text: str) -> bool:
@@ -211,7 +203,7 @@ def fill_all(engine: InfillEngine) -> list[dict[str, Any]]:
                 "similarity": difflib.SequenceMatcher(
                     None, text.strip(), hole.expected.strip()
                 ).ratio(),
-                "parses": _parses(hole.prefix + text + hole.suffix),
+                "parses": parses(hole.prefix + text + hole.suffix),
                 "shape": SHAPES[hole.kind](text),
                 "steps": result.steps,
                 "ms": result.timings.total_ms,
