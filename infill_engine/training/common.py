@@ -1,6 +1,6 @@
 """Common holes: everyday shapes, written for this check and never trained on.
 
-    python -m infill_engine.training.common [--model DIR] [--json out.json]
+    python -m infill_engine.training.common [--model DIR] [--steps N] [--json out.json]
 
 Four kinds, four holes each: a `return` line, a call's arguments, a loop header and a
 closing block (an indented body). Each is filled by the engine as the language server
@@ -230,9 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="default: the bundled model")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="override the model's")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = InfillEngine.load(args.model, device="cpu")
+    engine.config = engine.config.with_overrides(max_steps=args.steps)
     rows = fill_all(engine)
     for r in rows:
         mark = "=" if r["exact"] else ("ok" if r["parses"] and r["shape"] else "--")
