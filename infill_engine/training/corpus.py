@@ -47,6 +47,12 @@ TRAIN_PACKAGES = (
     ("toolz==1.0.0", "BSD-3-Clause"),
     ("pyparsing==3.2.3", "MIT"),
     ("tomli==2.2.1", "MIT"),
+    ("django==5.2.8", "BSD-3-Clause"),
+    ("setuptools==80.9.0", "MIT"),
+    ("networkx==3.5", "BSD-3-Clause"),
+    ("flask==3.1.2", "BSD-3-Clause"),
+    ("werkzeug==3.1.3", "BSD-3-Clause"),
+    ("sqlalchemy==2.0.44", "MIT"),
 )
 HELDOUT_PACKAGES = (("rich==14.0.0", "MIT"),)
 INDEPENDENT_PACKAGES = (("sortedcontainers==2.4.0", "Apache-2.0"),)
