@@ -154,7 +154,7 @@ def test_noise_touches_span_slots_only():
 def _reference_span_logits(model, batch, canvas, previous, vocab):
     """transformers' own decoder forward; span slots soft-conditioned, the rest
     one-hot (a logit of 1e4 gives exactly one-hot probabilities in float32)."""
-    cache = train.encode_prompt(model, batch.prompt_ids)
+    cache, _ = train.encode_prompt(model, batch.prompt_ids)
     positions = train.decoder_positions(batch.prompt_ids.shape[1], canvas.shape[1])
     full = None
     if previous is not None:
@@ -310,3 +310,106 @@ def test_common_holes_run_through_the_engine(tiny_model_dir):
     assert len(rows) == len(common.HOLES)
     report = common.summary(rows)
     assert report["all"]["steps"] <= 2 and 0 <= report["all"]["parses"] <= 1
+
+
+def test_encoder_and_decoder_share_their_weights(tiny_tokenizer):
+    # The lm phase relies on this: training the encoder trains the decoder.
+    model = build_tiny_model(tiny_tokenizer)
+    enc = model.model.encoder.language_model
+    dec = model.model.decoder
+    assert enc.embed_tokens.weight is dec.embed_tokens.weight
+    assert enc.layers[0].mlp.gate_proj.weight is dec.layers[0].mlp.gate_proj.weight
+    assert enc.layers[1].experts.down_proj is dec.layers[1].experts.down_proj
+    assert model.lm_head.weight is dec.embed_tokens.weight
+
+
+def test_lm_windows_start_with_bos_and_are_slices_of_the_stream(tiny_tokenizer):
+    files = [
+        corpus.SourceFile(
+            f"x/{i}.py", "x", "MIT", f"def f{i}(a):\n    return a + {i}\n"
+        )
+        for i in range(20)
+    ]
+    bos = tiny_tokenizer.bos_token_id
+    stream = train.token_stream(files, tiny_tokenizer, bos)
+    assert int(stream[0]) == bos and int((stream == bos).sum()) == len(files)
+    windows = train.lm_batches(stream, 12, 3, torch.Generator().manual_seed(0))
+    batch = next(windows)
+    assert batch.shape == (3, 12) and bool((batch[:, 0] == bos).all())
+    text = stream.tolist()
+    for row in batch[:, 1:].tolist():
+        assert any(text[i : i + 11] == row for i in range(len(text) - 10))
+
+
+def test_next_token_loss_is_cross_entropy_of_the_shifted_encoder_logits(
+    tiny_tokenizer,
+):
+    model = build_tiny_model(tiny_tokenizer)
+    ids = torch.tensor([[tiny_tokenizer.bos_token_id, 40, 41, 42, 43, 44]])
+    with torch.no_grad():
+        ours = train.lm_loss(model, ids)
+        hidden = model.model.encoder(
+            input_ids=ids, cache=train.DynamicCache(config=model.config.text_config)
+        ).last_hidden_state
+        logits = model.lm_head(hidden).float()
+        cap = model.final_logit_softcapping
+        logits = torch.tanh(logits / cap) * cap
+    expected = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:])
+    torch.testing.assert_close(ours, expected)
+
+
+def test_lm_steps_lower_the_decoders_span_loss_too(tiny_tokenizer):
+    # Shared weights: next-token training on a text also helps denoise a hole in it.
+    torch.manual_seed(0)
+    model = build_tiny_model(tiny_tokenizer, canvas_length=64).train()
+    batch = _one_example(tiny_tokenizer)[1]
+    noisy, noised = train.add_noise(
+        batch, len(tiny_tokenizer), torch.Generator().manual_seed(3), power=0.3
+    )
+    gen = torch.Generator().manual_seed(0)
+    text = tiny_tokenizer(SOURCE, add_special_tokens=False)["input_ids"]
+    whole = torch.tensor([[tiny_tokenizer.bos_token_id, *text]])  # the holed file
+    with torch.no_grad():
+        before = float(train.span_loss(model, batch, noisy, noised, False, gen))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(15):
+        loss = train.lm_loss(model, whole)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = float(train.span_loss(model, batch, noisy, noised, False, gen))
+    assert after < before, (before, after)
+
+
+def test_grouped_experts_compute_what_the_expert_loop_computes(tiny_tokenizer):
+    model = build_tiny_model(tiny_tokenizer)
+    ids = torch.randint(3, len(tiny_tokenizer), (2, 20), generator=torch.Generator())
+    with torch.no_grad():
+        loop = train.lm_loss(model, ids)
+        model.set_experts_implementation("grouped_mm")
+        grouped = train.lm_loss(model, ids)
+        model.set_experts_implementation("eager")
+    torch.testing.assert_close(grouped, loop, rtol=1e-4, atol=1e-4)
+
+
+def test_a_new_objective_starts_a_new_phase_from_the_checkpoint(tiny_tokenizer):
+    import argparse
+
+    model = build_tiny_model(tiny_tokenizer)
+    args = argparse.Namespace(lr=1e-3, seed=0, objective="lm")
+    first = train.Phase(model, args, None)
+    first.state.update(step=7, phase_step=7, elapsed=60.0, phase_elapsed=60.0)
+    saved = {
+        "model": model.state_dict(),
+        "optimizer": first.optimizer.state_dict(),
+        "state": dict(first.state),
+    }
+    same = train.Phase(model, args, saved)
+    assert not same.new_phase and same.state["phase_step"] == 7
+    switched = train.Phase(
+        model, argparse.Namespace(lr=1e-3, seed=0, objective="fim"), saved
+    )
+    assert switched.new_phase
+    assert switched.state["phase_step"] == 0 and switched.state["step"] == 7
+    assert switched.state["phase_elapsed"] == 0.0 and switched.state["elapsed"] == 60

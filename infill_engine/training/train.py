@@ -1,8 +1,19 @@
 """Train the shipped infiller: fill-in-the-middle on the engine's own canvas layout.
 
     python -m infill_engine.training.train --out infill_engine/model [--minutes 55]
+        [--objective lm|fim]
 
-Each example is one hole (`holes.cut_hole`) laid out by `canvas.plan_canvas` and
+Two objectives, run as phases that resume one checkpoint:
+
+* `lm` (pretraining): next-token prediction through the encoder. DiffusionGemma's
+  encoder and decoder share every weight but the self-conditioning block, so a causal
+  language model over the corpus trains the decoder's layers and embeddings too, with
+  every token a target (a fill-in-the-middle example has a few dozen). This is how
+  diffusion models of this family start: from an autoregressive model's weights.
+* `fim` (the infilling objective, below), optionally with the next-token loss on the
+  encoder prompt it already computes (`--lm-weight`).
+
+Each `fim` example is one hole (`holes.cut_hole`) laid out by `canvas.plan_canvas` and
 `canvas.span_targets`, the functions the engine uses at inference: the prefix head goes
 to the encoder prompt (BOS first), the canvas holds the pinned prefix tail, the span
 (middle, then end-of-span tokens) and the pinned suffix head. One step:
@@ -21,7 +32,13 @@ to the encoder prompt (BOS first), the canvas holds the pinned prefix tail, the 
 Prompts in one batch have equal length, so no padding or attention mask is needed: each
 example's prefix is cut from the front to one of `PROMPT_BUCKETS` tokens. The run is
 resumable (`work-data/run/checkpoint.pt`) and saves a usable model into `--out` every
-`--save-minutes`, fp16 weights plus tokenizer.
+`--save-minutes`, fp16 weights plus tokenizer. A run with another objective than the
+checkpoint's starts a new phase from its weights: a fresh optimizer and learning-rate
+schedule over its own `--minutes`.
+
+On CPUs with bf16 matrix units (AMX) the forward runs under bf16 autocast (master
+weights stay float32), and the experts run as one grouped matmul instead of a Python
+loop over experts; `--compile` compiles the `lm` step with torch.compile.
 """
 
 from __future__ import annotations
@@ -201,10 +218,67 @@ def add_noise(
     return torch.where(flip, noise, batch.target), flip
 
 
-def encode_prompt(model: Any, prompt_ids: torch.Tensor) -> Any:
-    """Encoder prefill into a fresh cache, positions 0..P-1 (as the engine does)."""
+def encode_prompt(model: Any, prompt_ids: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Encoder prefill into a fresh cache, positions 0..P-1 (as the engine does).
+
+    Returns:
+        The cache and (B, P, H) the encoder's final (normed) hidden states.
+    """
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    return model.model.encoder(input_ids=prompt_ids, cache=cache).cache
+    out = model.model.encoder(input_ids=prompt_ids, cache=cache)
+    return out.cache, out.last_hidden_state
+
+
+def next_token_loss(
+    model: Any, ids: torch.Tensor, hidden: torch.Tensor
+) -> torch.Tensor:
+    """Cross entropy of predicting ids[:, 1:] from the encoder states `hidden`.
+
+    The LM head and its softcap are the decoder's own (tied to the embeddings).
+
+    Args:
+        model: the DiffusionGemma being trained.
+        ids: (B, P) the encoded token ids.
+        hidden: (B, P, H) `encode_prompt`'s hidden states for them.
+    """
+    logits = model.lm_head(hidden[:, :-1]).float()  # (B, P-1, V)
+    cap = model.final_logit_softcapping
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits.transpose(1, 2), ids[:, 1:])
+
+
+def lm_loss(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token loss of the encoder over (B, T) windows that start with BOS."""
+    _, hidden = encode_prompt(model, ids)
+    return next_token_loss(model, ids, hidden)
+
+
+def token_stream(
+    files: Sequence[SourceFile], tokenizer: Any, bos_id: int
+) -> torch.Tensor:
+    """Every file's tokens, each file after a BOS, as one (N,) tensor."""
+    encoded = tokenizer([f.text for f in files], add_special_tokens=False)["input_ids"]
+    ids: list[int] = []
+    for file_ids in encoded:
+        ids.append(bos_id)
+        ids.extend(file_ids)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def lm_batches(
+    stream: torch.Tensor, seq_len: int, batch_size: int, gen: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Endless (B, T) windows at random offsets, each starting with BOS.
+
+    A window begins anywhere in a file, as the engine's prompts do (BOS, then the far
+    part of a prefix).
+    """
+    while True:
+        starts = torch.randint(0, len(stream) - seq_len, (batch_size, 1), generator=gen)
+        windows = stream[starts + torch.arange(1, seq_len)]  # (B, T-1)
+        bos = stream[:1].expand(batch_size, 1)  # the stream starts with BOS
+        yield torch.cat([bos, windows], dim=1)
 
 
 def decoder_positions(prompt_length: int, canvas_length: int) -> torch.Tensor:
@@ -225,9 +299,10 @@ def span_loss(
     noised: torch.Tensor,
     self_cond: bool,
     gen: torch.Generator,
+    lm_weight: float = 0.0,
 ) -> torch.Tensor:
     """Cross entropy on the noised span slots, plus `CLEAN_WEIGHT` times that on the
-    clean ones.
+    clean ones, plus `lm_weight` times the encoder's next-token loss on the prompt.
 
     The forward is the engine's own (`denoiser.window_logits`): logits for the window of
     span slots only. Known positions (pinned context and clean span slots, as the
@@ -241,8 +316,9 @@ def span_loss(
         noised: (B, L) the span slots holding noise.
         self_cond: run a no-grad pass first and feed its tempered logits back.
         gen: draws the self-conditioning temperature.
+        lm_weight: weight of the next-token loss on prompts of 2 or more tokens.
     """
-    cache = encode_prompt(model, batch.prompt_ids)
+    cache, encoded = encode_prompt(model, batch.prompt_ids)
     positions = decoder_positions(batch.prompt_ids.shape[1], noisy.shape[1])
     window = batch_window(batch.span_mask)
     known = ~noised  # pinned context and clean span slots
@@ -260,7 +336,10 @@ def span_loss(
     losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, W)
     hidden, clean = noised[:, window], (batch.span_mask & ~noised)[:, window]
     loss = (losses * hidden).sum() / hidden.sum().clamp(min=1)
-    return loss + CLEAN_WEIGHT * (losses * clean).sum() / clean.sum().clamp(min=1)
+    loss = loss + CLEAN_WEIGHT * (losses * clean).sum() / clean.sum().clamp(min=1)
+    if lm_weight and batch.prompt_ids.shape[1] > 1:
+        loss = loss + lm_weight * next_token_loss(model, batch.prompt_ids, encoded)
+    return loss
 
 
 def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float:
@@ -302,6 +381,24 @@ def heldout_loss(
     return sum(losses) / len(losses)
 
 
+def fixed_lm_batches(
+    files: Sequence[SourceFile], tokenizer: Any, count: int, size: int
+) -> list[torch.Tensor]:
+    """Held-out (B, 256) windows, fixed by seed, for a comparable next-token loss."""
+    stream = token_stream(files, tokenizer, tokenizer.bos_token_id)
+    windows = lm_batches(stream, 256, size, torch.Generator().manual_seed(1234))
+    return [next(windows) for _ in range(count)]
+
+
+@torch.no_grad()
+def heldout_lm_loss(model: Any, fixed: list[torch.Tensor]) -> float:
+    """Mean next-token loss of the encoder on the fixed held-out windows."""
+    model.eval()
+    losses = [float(lm_loss(model, ids)) for ids in fixed]
+    model.train()
+    return sum(losses) / len(losses)
+
+
 def save_model(model: Any, tokenizer: Any, out: Path, summary: dict[str, Any]) -> None:
     """fp16 weights, configs, tokenizer and the training summary into `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -318,6 +415,56 @@ def _build_model(tokenizer: Any, args: argparse.Namespace) -> Any:
     return DiffusionGemmaForBlockDiffusion(config)
 
 
+def use_bf16(choice: str) -> bool:
+    """'auto': bf16 autocast where the CPU has AMX tiles (bf16 matrix units)."""
+    if choice != "auto":
+        return choice == "on"
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+class Phase:
+    """One objective's run: its optimizer, step count and wall clock.
+
+    A checkpoint holds the model, the current phase's optimizer and `state`: totals
+    over every phase (steps, seconds, tokens) and the phase's own step and seconds.
+    """
+
+    def __init__(self, model: Any, args: argparse.Namespace, saved: Any) -> None:
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=args.lr, weight_decay=0.01
+        )
+        self.state: dict[str, Any] = {
+            "step": 0,
+            "elapsed": 0.0,
+            "tokens": 0,
+            "span_tokens": 0,
+            "seed": args.seed,
+        }
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            self.state = saved["state"]
+        same = (
+            saved is not None and self.state.get("objective", "fim") == args.objective
+        )
+        if same:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        else:
+            self.state["phase_step"], self.state["phase_elapsed"] = 0, 0.0
+        self.state["objective"] = args.objective
+        self.resumed, self.new_phase = saved is not None, saved is not None and not same
+
+    def save(self, model: Any, path: Path) -> None:
+        """Write the resumable checkpoint."""
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "state": self.state,
+            },
+            path,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: train (or resume) for `--minutes` of wall time, saving often."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -325,9 +472,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_DATA / "tokenizer")
     parser.add_argument("--run", type=Path, default=DEFAULT_DATA / "run")
-    parser.add_argument("--minutes", type=float, default=55.0)
+    parser.add_argument("--objective", choices=("lm", "fim"), default="fim")
+    parser.add_argument("--minutes", type=float, default=55.0, help="this phase's")
     parser.add_argument("--save-minutes", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=256, help="lm window")
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--hidden", type=int, default=256)
@@ -338,98 +487,147 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise-power", type=float, default=1.0, help="t = u ** power")
     parser.add_argument(
+        "--lm-weight", type=float, default=0.0, help="fim: next-token loss on prompts"
+    )
+    parser.add_argument(
         "--buckets", default=",".join(map(str, PROMPT_BUCKETS)), help="prompt lengths"
     )
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--compile", action="store_true", help="lm: torch.compile")
     args = parser.parse_args(argv)
     buckets = tuple(int(b) for b in args.buckets.split(","))
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     model = _build_model(tokenizer, args).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    # One grouped matmul for all experts instead of a Python loop over them.
+    model.set_experts_implementation("grouped_mm")
     args.run.mkdir(parents=True, exist_ok=True)
     checkpoint = args.run / "checkpoint.pt"
-    state = {
-        "step": 0,
-        "elapsed": 0.0,
-        "tokens": 0,
-        "span_tokens": 0,
-        "seed": args.seed,
-    }
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        print(f"resumed at step {state['step']} ({state['elapsed'] / 60:.1f} min)")
+    saved = torch.load(checkpoint, weights_only=False) if checkpoint.is_file() else None
+    phase = Phase(model, args, saved)
+    state = phase.state
+    if phase.resumed:
+        print(
+            ("new phase from" if phase.new_phase else "resumed at")
+            + f" step {state['step']} ({state['elapsed'] / 60:.1f} min in all)"
+        )
     # A resumed run draws fresh examples: the stream is seeded by its first step.
     rng = random.Random(args.seed * 1_000_003 + state["step"])
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + state["step"])
     train_files = load_split(args.data, "train")
+    heldout = load_split(args.data, "heldout")
     fixed = fixed_eval_batches(
-        load_split(args.data, "heldout"),
+        heldout,
         tokenizer,
         args.canvas_length,
         4,
         args.batch_size,
     )
-    stream = batches(
-        examples(train_files, tokenizer, args.canvas_length, rng, buckets),
-        args.batch_size,
-    )
+    fixed_lm = fixed_lm_batches(heldout, tokenizer, 4, args.batch_size)
+    bf16 = use_bf16(args.bf16)
+    if args.objective == "lm":
+        step_fn = _lm_step(model, tokenizer, train_files, args, gen)
+    else:
+        step_fn = _fim_step(model, tokenizer, train_files, args, rng, gen, buckets)
     log = (args.run / "loss.tsv").open("a", encoding="utf-8")
     budget = args.minutes * 60
-    last_save, last_ckpt, running = state["elapsed"], state["elapsed"], None
-    while state["elapsed"] < budget:
+    last_save, last_ckpt = state["phase_elapsed"], state["phase_elapsed"]
+    running = None
+    while state["phase_elapsed"] < budget:
         t0 = time.perf_counter()
-        batch = next(stream)
         lr = learning_rate(
-            state["step"], state["elapsed"] / budget, args.lr, args.warmup
+            state["phase_step"], state["phase_elapsed"] / budget, args.lr, args.warmup
         )
-        for group in optimizer.param_groups:
+        for group in phase.optimizer.param_groups:
             group["lr"] = lr
-        noisy, noised = add_noise(batch, len(tokenizer), gen, args.noise_power)
-        loss = span_loss(
-            model, batch, noisy, noised, bool(torch.rand(1, generator=gen) < 0.5), gen
-        )
-        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, tokens, span_tokens = step_fn()
+        phase.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        state["step"] += 1
-        state["elapsed"] += time.perf_counter() - t0
-        state["tokens"] += batch.prompt_ids.numel() + batch.target.numel()
-        state["span_tokens"] += int(batch.span_mask.sum())
+        phase.optimizer.step()
+        seconds = time.perf_counter() - t0
+        for key, value in (("step", 1), ("phase_step", 1)):
+            state[key] += value
+        state["elapsed"] += seconds
+        state["phase_elapsed"] += seconds
+        state["tokens"] += tokens
+        state["span_tokens"] += span_tokens
         value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
         log.write(
             f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.6f}\t{value:.4f}\t"
-            f"{state['tokens']}\n"
+            f"{state['tokens']}\t{args.objective}\n"
         )
         log.flush()
         if state["step"] % 20 == 0:
             print(
-                f"step {state['step']} {state['elapsed'] / 60:.1f} min lr {lr:.2e} "
-                f"loss {running:.3f} P={batch.prompt_ids.shape[1]}",
+                f"{args.objective} step {state['phase_step']} "
+                f"{state['phase_elapsed'] / 60:.1f} min lr {lr:.2e} loss {running:.3f}",
                 flush=True,
             )
-        done = state["elapsed"] >= budget
-        if done or state["elapsed"] - last_ckpt >= 180:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "state": state,
-                },
-                checkpoint,
-            )
-            last_ckpt = state["elapsed"]
-        if done or state["elapsed"] - last_save >= args.save_minutes * 60:
-            state["heldout_loss"] = heldout_loss(model, fixed)
+        done = state["phase_elapsed"] >= budget
+        if done or state["phase_elapsed"] - last_ckpt >= 180:
+            phase.save(model, checkpoint)
+            last_ckpt = state["phase_elapsed"]
+        if done or state["phase_elapsed"] - last_save >= args.save_minutes * 60:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                state["heldout_loss"] = heldout_loss(model, fixed)
+                state["heldout_lm_loss"] = heldout_lm_loss(model, fixed_lm)
             state["train_loss"] = running
-            print(f"saved: held-out span loss {state['heldout_loss']:.3f}", flush=True)
+            print(
+                f"saved: held-out span loss {state['heldout_loss']:.3f}, "
+                f"next-token loss {state['heldout_lm_loss']:.3f}",
+                flush=True,
+            )
             save_model(model, tokenizer, args.out, _summary(model, state, args))
-            last_save = state["elapsed"]
+            last_save = state["phase_elapsed"]
     log.close()
+
+
+def _lm_step(
+    model: Any,
+    tokenizer: Any,
+    files: Sequence[SourceFile],
+    args: argparse.Namespace,
+    gen: torch.Generator,
+) -> Any:
+    """A callable computing one `lm` batch's loss: () -> (loss, tokens, 0)."""
+    stream = token_stream(files, tokenizer, tokenizer.bos_token_id)
+    windows = lm_batches(stream, args.seq_len, args.batch_size, gen)
+    # Windows have one shape, so the compiled loss is compiled once (about 2 min).
+    loss_fn = torch.compile(lm_loss) if args.compile else lm_loss
+
+    def step() -> tuple[torch.Tensor, int, int]:
+        ids = next(windows)
+        return loss_fn(model, ids), ids.numel(), 0
+
+    return step
+
+
+def _fim_step(
+    model: Any,
+    tokenizer: Any,
+    files: Sequence[SourceFile],
+    args: argparse.Namespace,
+    rng: random.Random,
+    gen: torch.Generator,
+    buckets: Sequence[int],
+) -> Any:
+    """A callable for one `fim` batch's loss: () -> (loss, tokens, span tokens)."""
+    stream = batches(
+        examples(files, tokenizer, args.canvas_length, rng, buckets), args.batch_size
+    )
+
+    def step() -> tuple[torch.Tensor, int, int]:
+        batch = next(stream)
+        noisy, noised = add_noise(batch, len(tokenizer), gen, args.noise_power)
+        self_cond = bool(torch.rand(1, generator=gen) < 0.5)
+        loss = span_loss(model, batch, noisy, noised, self_cond, gen, args.lm_weight)
+        tokens = batch.prompt_ids.numel() + batch.target.numel()
+        return loss, tokens, int(batch.span_mask.sum())
+
+    return step
 
 
 def _summary(
@@ -442,10 +640,13 @@ def _summary(
         "span_tokens_seen": state["span_tokens"],
         "train_loss_ema": round(state.get("train_loss") or 0.0, 4),
         "heldout_span_loss": round(state.get("heldout_loss") or 0.0, 4),
+        "heldout_next_token_loss": round(state.get("heldout_lm_loss") or 0.0, 4),
         "parameters": sum(p.numel() for p in model.parameters()),
         "batch_size": args.batch_size,
         "peak_lr": args.lr,
         "noise_power": args.noise_power,
+        "objective": args.objective,
+        "lm_weight": args.lm_weight,
         "prompt_buckets": args.buckets,
         "hardware": f"{platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
