@@ -1,6 +1,7 @@
 """Common holes: everyday shapes, written for this check and never trained on.
 
-    python -m infill_engine.training.common [--model DIR] [--steps N] [--json out.json]
+    python -m infill_engine.training.common [--model DIR] [--steps N] [--greedy]
+        [--json out.json]
 
 Four kinds, four holes each: a `return` line, a call's arguments, a loop header and a
 closing block (an indented body). Each is filled by the engine as the language server
@@ -231,10 +232,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=None, help="override the model's")
+    parser.add_argument("--greedy", action="store_true", help="argmax proposals")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = InfillEngine.load(args.model, device="cpu")
-    engine.config = engine.config.with_overrides(max_steps=args.steps)
+    engine.config = engine.config.with_overrides(
+        max_steps=args.steps, greedy=args.greedy or None
+    )
     rows = fill_all(engine)
     for r in rows:
         mark = "=" if r["exact"] else ("ok" if r["parses"] and r["shape"] else "--")

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         "--max-steps", type=int, default=None, help="override the model's"
     )
     parser.add_argument("--entropy-bound", type=float, default=None)
+    parser.add_argument("--greedy", action="store_true", help="argmax proposals")
     parser.add_argument("--schedule", choices=("entropy", "linear"), default=None)
     parser.add_argument("--canvas-length", type=int, default=None)
     parser.add_argument("--spans", default=None, help="batched mode's span lengths")
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         max_steps=args.max_steps,
         entropy_bound=args.entropy_bound,
         schedule=args.schedule,
+        greedy=args.greedy or None,
     )
     holes = draw_holes(
         load_split(args.data, args.set), engine.tokenizer, args.n, args.seed
