@@ -47,6 +47,11 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def has_amx() -> bool:
+    """Whether the CPU has AMX tiles (bf16 matrix units)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def cpu_dtype() -> torch.dtype:
     """bf16 on CPUs with AMX tiles, else float32; INFILL_CPU_DTYPE overrides.
 
@@ -60,8 +65,7 @@ def cpu_dtype() -> torch.dtype:
                 f"INFILL_CPU_DTYPE must be one of {', '.join(CPU_DTYPES)} (got {env!r})"
             )
         return CPU_DTYPES[env]
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return torch.bfloat16 if amx() else torch.float32
+    return torch.bfloat16 if has_amx() else torch.float32
 
 
 def resolve(device: str = "auto", threads: int | None = None) -> Placement:

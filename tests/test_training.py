@@ -413,3 +413,20 @@ def test_a_new_objective_starts_a_new_phase_from_the_checkpoint(tiny_tokenizer):
     assert switched.new_phase
     assert switched.state["phase_step"] == 0 and switched.state["step"] == 7
     assert switched.state["phase_elapsed"] == 0.0 and switched.state["elapsed"] == 60
+
+
+def test_a_checkpoint_from_before_phases_resumes_as_one_fim_phase(tiny_tokenizer):
+    import argparse
+
+    model = build_tiny_model(tiny_tokenizer)
+    args = argparse.Namespace(lr=1e-3, seed=0, objective="fim")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    old_state = {"step": 12, "elapsed": 90.0, "tokens": 5, "span_tokens": 1, "seed": 0}
+    saved = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state": old_state,
+    }
+    resumed = train.Phase(model, args, saved)
+    assert not resumed.new_phase
+    assert resumed.state["phase_step"] == 12 and resumed.state["phase_elapsed"] == 90

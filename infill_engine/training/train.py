@@ -63,6 +63,7 @@ from transformers.cache_utils import DynamicCache
 from infill_engine.canvas import plan_canvas, span_targets
 from infill_engine.configs import tiny_config
 from infill_engine.denoiser import window_logits
+from infill_engine.device import has_amx
 from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.training.holes import KINDS, Hole, cut_hole, node_ranges
 
@@ -419,7 +420,7 @@ def use_bf16(choice: str) -> bool:
     """'auto': bf16 autocast where the CPU has AMX tiles (bf16 matrix units)."""
     if choice != "auto":
         return choice == "on"
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return has_amx()
 
 
 class Phase:
@@ -443,6 +444,9 @@ class Phase:
         if saved is not None:
             model.load_state_dict(saved["model"])
             self.state = saved["state"]
+            # A checkpoint from before phases existed holds one fim phase.
+            self.state.setdefault("phase_step", self.state["step"])
+            self.state.setdefault("phase_elapsed", self.state["elapsed"])
         same = (
             saved is not None and self.state.get("objective", "fim") == args.objective
         )
@@ -547,8 +551,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         phase.optimizer.step()
         seconds = time.perf_counter() - t0
-        for key, value in (("step", 1), ("phase_step", 1)):
-            state[key] += value
+        state["step"] += 1
+        state["phase_step"] += 1
         state["elapsed"] += seconds
         state["phase_elapsed"] += seconds
         state["tokens"] += tokens
