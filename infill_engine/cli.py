@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "linear: also commit the span evenly within --steps (default: model's)",
     )
     fill.add_argument(
+        "--refresh-every",
+        type=int,
+        help="run the whole canvas every N steps and only the span in between, "
+        "against the rest's keys from the last full step (1: every step, exact; "
+        "0: the first only; default: model's)",
+    )
+    fill.add_argument(
         "--visual",
         action="store_true",
         help="redraw the canvas live on stderr as it denoises (pinned dim, accepted "
@@ -189,6 +196,7 @@ def run_fill(args: argparse.Namespace) -> int:
             seed=args.seed,
             greedy=args.greedy or None,
             schedule=args.schedule,
+            refresh_every=args.refresh_every,
         )
         request = InfillRequest(text[:start], text[end:], args.span, config)
         view = None

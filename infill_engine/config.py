@@ -16,6 +16,7 @@ DEFAULT_T_MAX = 0.8
 DEFAULT_T_MIN = 0.4
 DEFAULT_STABILITY = 1
 DEFAULT_CONFIDENCE = 0.005
+DEFAULT_REFRESH_EVERY = 1  # every step is full: transformers' forward exactly
 SCHEDULES = ("entropy", "linear")
 
 
@@ -36,6 +37,10 @@ class DenoiseConfig:
             or 'linear' (also at least ceil(n * i / max_steps) of a row's n span slots
             by step i, so every slot is committed within the step budget; the budget
             then bounds latency and sets a floor on tokens per forward).
+        refresh_every: every this many steps (from the first) the whole canvas runs
+            through the decoder; the steps between run only the span's window against
+            the keys and values the rest of the canvas had at the last full step.
+            1: every step is full (exact); 0: only the first.
     """
 
     max_steps: int = DEFAULT_STEPS
@@ -47,10 +52,15 @@ class DenoiseConfig:
     greedy: bool = False
     seed: int = 0
     schedule: str = "entropy"
+    refresh_every: int = DEFAULT_REFRESH_EVERY
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int):
             raise ValueError(f"max_steps must be an integer (got {self.max_steps!r})")
+        if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
+            raise ValueError(
+                f"refresh_every must be an integer >= 0 (got {self.refresh_every!r})"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"schedule must be one of {', '.join(SCHEDULES)} "
@@ -78,6 +88,12 @@ class DenoiseConfig:
             if value is not None:
                 values[name] = value
         return cls(**values)
+
+    def is_full(self, step: int) -> bool:
+        """Whether 0-based `step` runs the whole canvas (see `refresh_every`)."""
+        if step == 0 or self.refresh_every == 1:
+            return True
+        return self.refresh_every > 1 and step % self.refresh_every == 0
 
     def with_overrides(self, **changes: Any) -> DenoiseConfig:
         """A copy with the given fields changed; `None` values are ignored."""

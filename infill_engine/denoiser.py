@@ -13,13 +13,22 @@ position, and pinned positions need none of it. Pinned positions outside the win
 self-conditioned on their own token (a one-hot distribution). With the window covering
 the whole canvas, the forward is exactly transformers'
 `DiffusionGemmaForBlockDiffusion`.
+
+A step is either *full* (every canvas position runs through the decoder) or
+*window-only*: only the window's positions run, and they attend to the keys and values
+the positions outside the window had at the last full step (Fast-dLLM's dual cache).
+Pinned positions are most of the canvas, so a window-only step of a line span costs
+about a sixth of a full one; their keys are stale only in what they saw of the span's
+noise. With the same canvas, a window-only step equals the full one.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -33,10 +42,32 @@ class PrefillState:
     Attributes:
         cache: encoder KV cache, batch size B.
         positions: (1, L) decoder position ids, continuing after the prompt.
+        context: keys and values for window-only steps, from the last full step.
     """
 
     cache: Any
     positions: torch.Tensor
+    context: ContextCache | None = None
+
+
+@dataclass
+class _KV:
+    keys: torch.Tensor  # (B, heads, T, head_dim)
+    values: torch.Tensor
+
+
+@dataclass
+class ContextCache:
+    """Per decoder layer: the prompt's keys/values, then those of the canvas positions
+    outside `window`, as a full step computed them.
+
+    It is read the way the decoder reads the encoder cache (`layers[i].keys`), so the
+    window's positions attend to the prompt, the rest of the canvas and themselves.
+    """
+
+    window: slice
+    layers: list[_KV] = field(default_factory=list)
+    is_compileable: bool = False
 
 
 class Denoiser(Protocol):
@@ -56,10 +87,13 @@ class Denoiser(Protocol):
         state: Any,
         window: slice,
         known: torch.Tensor | None = None,
+        full: bool = True,
     ) -> torch.Tensor:
         """(B, L) canvas, optional (B, W, V) previous logits -> (B, W, V) logits.
 
-        `known` (B, L) marks positions whose token is known (pinned or accepted)."""
+        `known` (B, L) marks positions whose token is known (pinned or accepted).
+        `full`: run every canvas position; False lets a denoiser run only the window
+        against what it kept of the rest from its last full step."""
         ...
 
 
@@ -119,6 +153,7 @@ class DiffusionGemmaDenoiser:
         state: PrefillState,
         window: slice,
         known: torch.Tensor | None = None,
+        full: bool = True,
     ) -> torch.Tensor:
         """One decoder forward, logits for the window only.
 
@@ -130,18 +165,31 @@ class DiffusionGemmaDenoiser:
             window: the canvas positions that get logits.
             known: (B, L) positions whose token is known (pinned or accepted), or
                 None.
+            full: run the whole canvas and keep the keys/values outside the window
+                in `state`; False runs the window only against them (a full step
+                when `state` has none for this window).
 
         Returns:
             (B, W, V) float32 logits, soft-capped as the model's own head does.
         """
-        return window_logits(
-            self.model,
-            canvas,
-            self_cond,
-            state.cache,
-            state.positions,
-            window,
-            known if self.condition_known else None,
+        known = known if self.condition_known else None
+        context = state.context
+        if full or context is None or context.window != window:
+            context = ContextCache(window)
+            logits = window_logits(
+                self.model,
+                canvas,
+                self_cond,
+                state.cache,
+                state.positions,
+                window,
+                known,
+                record=context,
+            )
+            state.context = context
+            return logits
+        return window_only_logits(
+            self.model, canvas, self_cond, context, state.positions, window, known
         )
 
     def _nearest(self, key: tuple[int, ...]) -> tuple[Any, int]:
@@ -171,6 +219,7 @@ def window_logits(
     positions: torch.Tensor,
     window: slice,
     known: torch.Tensor | None = None,
+    record: ContextCache | None = None,
 ) -> torch.Tensor:
     """DiffusionGemma's decoder forward with logits for a window of positions only.
 
@@ -191,6 +240,9 @@ def window_logits(
             and kept tokens from noise (uniform noise has no mask token); other slots
             get the previous logits, or nothing at the first step. None: only
             positions outside the window are (transformers' behaviour).
+        record: filled, when given, with every layer's prompt keys/values followed by
+            those of the canvas positions outside the window (for
+            `window_only_logits`).
 
     Returns:
         (B, W, V) float32 logits, soft-capped as the model's own head does.
@@ -213,6 +265,48 @@ def window_logits(
     masks = dec.create_diffusion_decoder_attention_mask(
         config=dec.text_config, inputs_embeds=hidden, cache=cache
     )
+    layers = dec.layers[: dec.text_config.num_hidden_layers]
+    if record is None:
+        hidden = _run_layers(dec, hidden, positions, cache, masks)
+    else:
+        with _recording(layers, cache, record):
+            hidden = _run_layers(dec, hidden, positions, cache, masks)
+    return _head(model, hidden[:, window])
+
+
+def window_only_logits(
+    model: Any,
+    canvas: torch.Tensor,
+    self_cond: torch.Tensor | None,
+    context: ContextCache,
+    positions: torch.Tensor,
+    window: slice,
+    known: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`window_logits` with only the window's positions run through the decoder.
+
+    The window attends to `context` (the prompt and the rest of the canvas, from a
+    full forward) and to itself; every other part of the decoder is per position.
+    Arguments are those of `window_logits`; returns (B, W, V) float32 logits.
+    """
+    dec = model.model.decoder
+    embed = dec.embed_tokens
+    embeds = embed(canvas[:, window])  # (B, W, H), scaled
+    if self_cond is None:
+        soft = torch.zeros_like(embeds)
+    else:
+        probs = self_cond.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype)
+        soft = (probs @ embed.weight) * embed.embed_scale.to(embeds.dtype)
+    if known is not None:
+        soft = torch.where(known[:, window, None], embeds, soft)
+    hidden = dec.self_conditioning(embeds, soft)
+    masks = dict.fromkeys(dec.unique_layer_types)  # no padding: attend to everything
+    return _head(model, _run_layers(dec, hidden, positions[:, window], context, masks))
+
+
+def _run_layers(
+    dec: Any, hidden: torch.Tensor, positions: torch.Tensor, cache: Any, masks: Any
+) -> torch.Tensor:
     layer_types = dec.text_config.layer_types
     rope = {t: dec.rotary_emb(hidden, positions, t) for t in dec.unique_layer_types}
     for i, layer in enumerate(dec.layers[: dec.text_config.num_hidden_layers]):
@@ -223,10 +317,45 @@ def window_logits(
             position_ids=positions,
             cache=cache,
         )
-    hidden = dec.norm(hidden[:, window])  # (B, W, H): the norm is per position
-    logits = model.lm_head(hidden).float()  # (B, W, V)
+    return hidden
+
+
+def _head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Final norm, LM head and softcap of (B, W, H) hidden states (all per position)."""
+    logits = model.lm_head(model.model.decoder.norm(hidden)).float()  # (B, W, V)
     cap = model.final_logit_softcapping
     return torch.tanh(logits / cap) * cap if cap else logits
+
+
+@contextmanager
+def _recording(layers: Any, cache: Any, record: ContextCache) -> Iterator[None]:
+    """Fill `record` with each layer's prompt and outside-window canvas keys/values.
+
+    The decoder's attention hands its canvas keys/values (normed, rotated) to
+    `append_to_cache`; for the duration, each layer's is wrapped to keep them.
+    """
+    w = record.window
+    attentions = [layer.self_attn for layer in layers]
+    for attn in attentions:
+
+        def append(c: Any, k: torch.Tensor, v: torch.Tensor, attn: Any = attn) -> Any:
+            prompt = c.layers[attn.layer_idx]
+            keep = (k[:, :, : w.start], k[:, :, w.stop :])
+            keep_v = (v[:, :, : w.start], v[:, :, w.stop :])
+            record.layers.append(
+                _KV(
+                    torch.cat([prompt.keys, *keep], dim=-2),
+                    torch.cat([prompt.values, *keep_v], dim=-2),
+                )
+            )
+            return type(attn).append_to_cache(attn, c, k, v)
+
+        attn.append_to_cache = append
+    try:
+        yield
+    finally:
+        for attn in attentions:
+            del attn.append_to_cache
 
 
 def _shallow_copy(cache: Any) -> Any:

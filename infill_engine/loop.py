@@ -64,7 +64,8 @@ def denoise(
     2. For cur_step = N..1, until every row has stopped:
        a. Return a cancelled outcome if `cancel()` says so (checked between steps).
        b. Run the denoiser with the previous step's logits (self-conditioning) and the
-          known positions (pinned, and the slots accepted at the previous step).
+          known positions (pinned, and the slots accepted at the previous step): over
+          the whole canvas, or the window only between refreshes (`refresh_every`).
        c. Scale the logits by the temperature for cur_step; take the argmax.
        d. Accept the lowest-entropy span slots within the bound (and, on the linear
           schedule, at least ceil(n * i / N) of a row's n slots at step i), draw their
@@ -92,7 +93,8 @@ def denoise(
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
-        raw = denoiser(canvas, logits, state, w, known)  # 2.b  (B, W, V)
+        full = config.is_full(steps)
+        raw = denoiser(canvas, logits, state, w, known, full=full)  # 2.b  (B, W, V)
         steps += 1
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]

@@ -22,7 +22,7 @@ class ScriptedDenoiser:
     def prefill(self, prompt_ids, batch, canvas_length):
         return None
 
-    def __call__(self, canvas, self_cond, state, window, pinned=None):
+    def __call__(self, canvas, self_cond, state, window, pinned=None, full=True):
         self.calls += 1
         script = self.script[:, window]
         logits = torch.zeros(*script.shape, self.vocab_size)
@@ -43,7 +43,7 @@ class RandomDenoiser:
     def prefill(self, prompt_ids, batch, canvas_length):
         return None
 
-    def __call__(self, canvas, self_cond, state, window, pinned=None):
+    def __call__(self, canvas, self_cond, state, window, pinned=None, full=True):
         self.calls += 1
         width = len(range(*window.indices(canvas.shape[1])))
         return (

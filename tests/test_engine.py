@@ -2,6 +2,7 @@
 matters."""
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -146,15 +147,16 @@ class WindowSpy:
     """Passes calls through to a denoiser, recording the window of each."""
 
     def __init__(self, real):
-        self.real, self.windows = real, []
+        self.real, self.windows, self.full = real, [], []
         self.vocab_size, self.device = real.vocab_size, real.device
 
     def prefill(self, *args):
         return self.real.prefill(*args)
 
-    def __call__(self, canvas, self_cond, state, window, pinned=None):
+    def __call__(self, canvas, self_cond, state, window, pinned=None, full=True):
         self.windows.append(window)
-        return self.real(canvas, self_cond, state, window, pinned)
+        self.full.append(full)
+        return self.real(canvas, self_cond, state, window, pinned, full)
 
 
 def test_exact_mode_computes_the_whole_canvas_and_window_mode_the_span(
@@ -171,6 +173,20 @@ def test_exact_mode_computes_the_whole_canvas_and_window_mode_the_span(
         assert spy.windows and all(w == expected for w in spy.windows)
         assert result.steps > 0 and len(result.candidates) == 2
         assert all(0 < c.score <= 1 for c in result.candidates)
+
+
+@pytest.mark.parametrize(
+    ("refresh_every", "expected"),
+    [(1, [True] * 5), (0, [True] + [False] * 4), (2, [True, False] * 2 + [True])],
+)
+def test_refresh_every_sets_which_steps_run_the_whole_canvas(
+    tiny_model, tiny_tokenizer, refresh_every, expected
+):
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    spy = engine.denoiser = WindowSpy(engine.denoiser)
+    config = DenoiseConfig(max_steps=5, schedule="linear", refresh_every=refresh_every)
+    result = engine.fill(replace(REQUEST, config=config))
+    assert result.steps == 5 and spy.full == expected
 
 
 def test_config_defaults_come_from_the_generation_config():
@@ -202,6 +218,7 @@ def test_config_defaults_come_from_the_generation_config():
         ({"t_min": 0.9}, "t_min <= t_max"),
         ({"stability_threshold": -1}, "stability_threshold must be >= 0"),
         ({"confidence_threshold": 0.0}, "confidence_threshold must be > 0"),
+        ({"refresh_every": -1}, "refresh_every must be an integer >= 0"),
     ],
 )
 def test_bad_denoise_settings_are_rejected_with_a_clear_message(change, message):

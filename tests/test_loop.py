@@ -135,7 +135,7 @@ class KnownSpy(RandomDenoiser):
         super().__init__(vocab_size, 4)
         self.known = []
 
-    def __call__(self, canvas, self_cond, state, window, known=None):
+    def __call__(self, canvas, self_cond, state, window, known=None, full=True):
         self.known.append(known.clone())
         return super().__call__(canvas, self_cond, state, window)
 

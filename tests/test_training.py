@@ -233,6 +233,32 @@ def test_pinned_positions_are_conditioned_on_their_token_from_the_first_step(
     torch.testing.assert_close(plain, ignored)
 
 
+@pytest.mark.parametrize("self_cond", [False, True])
+def test_a_window_only_step_on_the_canvas_of_the_full_step_equals_it(
+    tiny_tokenizer, self_cond
+):
+    model, batch = _one_example(tiny_tokenizer)
+    window = train.batch_window(batch.span_mask)
+    previous = torch.randn(1, 16, len(tiny_tokenizer)) * 3 if self_cond else None
+    known = ~batch.span_mask
+    with torch.no_grad():
+        denoiser = DiffusionGemmaDenoiser(model)
+        state = denoiser.prefill(batch.prompt_ids, 1, 64)
+        full = denoiser(batch.target, previous, state, window, known)
+        kept = state.context
+        again = denoiser(batch.target, previous, state, window, known, full=False)
+        assert state.context is kept  # nothing recomputed outside the window
+        # Another span content: the window sees it, the rest keeps the old keys.
+        noisy = batch.target.clone()
+        noisy[batch.span_mask] = 7
+        stale = denoiser(noisy, previous, state, window, known, full=False)
+        fresh = denoiser(noisy, previous, state, window, known)
+    torch.testing.assert_close(again, full, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(stale, full, atol=1e-3)
+    assert not torch.allclose(stale, fresh, atol=1e-3)  # the keys really are stale
+    assert state.context is not kept
+
+
 def test_batch_window_covers_every_rows_span():
     mask = torch.zeros(3, 30, dtype=torch.bool)
     mask[0, 4:9] = True

@@ -233,11 +233,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=None, help="override the model's")
     parser.add_argument("--greedy", action="store_true", help="argmax proposals")
+    parser.add_argument(
+        "--refresh-every", type=int, default=None, help="override the model's"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = InfillEngine.load(args.model, device="cpu")
     engine.config = engine.config.with_overrides(
-        max_steps=args.steps, greedy=args.greedy or None
+        max_steps=args.steps,
+        greedy=args.greedy or None,
+        refresh_every=args.refresh_every,
     )
     rows = fill_all(engine)
     for r in rows:

@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--greedy", action="store_true", help="argmax proposals")
     parser.add_argument("--schedule", choices=("entropy", "linear"), default=None)
     parser.add_argument("--canvas-length", type=int, default=None)
+    parser.add_argument(
+        "--refresh-every", type=int, default=None, help="override the model's"
+    )
     parser.add_argument("--spans", default=None, help="batched mode's span lengths")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         entropy_bound=args.entropy_bound,
         schedule=args.schedule,
         greedy=args.greedy or None,
+        refresh_every=args.refresh_every,
     )
     holes = draw_holes(
         load_split(args.data, args.set), engine.tokenizer, args.n, args.seed
