@@ -22,3 +22,21 @@ def test_summary_latency_counts_every_request_splits_only_engine_runs():
     assert (out["requests"], out["engine_runs"]) == (3, 2)
     assert out["p50_ms"] == 100.0 and out["max_ms"] == 120.0
     assert out["prefill_ms"] == 12.0 and out["steps"] == 3.0
+
+
+def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):
+    from infill_engine import bench as engine_bench
+    from infill_engine.cli import format_report
+
+    saved = tiny_engine.config
+    tiny_engine.config = saved.with_overrides(refresh_every=0)
+    try:
+        overhead = engine_bench.step_overhead(tiny_engine, steps=3, repeats=1)
+        race = engine_bench.versus_autoregressive(tiny_engine, 8, repeats=1)
+    finally:
+        tiny_engine.config = saved
+    assert overhead["refresh_every"] == 0
+    assert all(overhead[k] > 0 for k in ("bare_forward_ms", "configured_step_ms"))
+    assert race["autoregressive_forwards"] == 8 and race["diffusion_steps"] > 0
+    table = format_report({"overhead": overhead, "vs_autoregressive": race})
+    assert "as configured (refresh every 0)" in table

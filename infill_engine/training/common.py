@@ -73,7 +73,8 @@ SHAPES: dict[str, Callable[[str], bool]] = {
     ),
 }
 
-LINE, ARGS, BLOCK = (16, 32), (24, 48), (48, 96)
+# The server's span lengths for these kinds (lsp_server.context.SPAN_LENGTHS).
+LINE, ARGS, BLOCK = (16,), (32,), (64,)
 
 HOLES = (
     CommonHole(

@@ -67,7 +67,7 @@ from infill_engine.device import has_amx
 from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.training.holes import KINDS, Hole, cut_hole, node_ranges
 
-# Span lengths trained on; the engine asks for (16, 32), (32, 64), (48, 96).
+# Span lengths trained on; the server asks for 16, 32, 64, and 48 with 96.
 SPAN_CHOICES = (8, 16, 32, 48, 64, 96)
 # Encoder prompt lengths (BOS included); a batch shares one.
 PROMPT_BUCKETS = (1, 48, 160, 512)
