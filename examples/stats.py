@@ -6,7 +6,7 @@ def mean(values):
     total = 0
     for value in values:
         total += value
-
+    
     return total / len(values)
 
 

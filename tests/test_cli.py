@@ -96,3 +96,19 @@ def test_invalid_utf8_on_disk_is_a_clear_error(tmp_path, tiny_model_dir):
     )
     assert proc.returncode == 2
     assert "utf-8" in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+def test_the_demo_position_is_the_indented_hole_in_the_example():
+    import re
+    from pathlib import Path
+
+    from infill_engine.cli import split_at
+
+    root = Path(__file__).resolve().parent.parent
+    demo = re.search(
+        r"infill fill (\S+) --line (\d+) --col (\d+)", (root / "Makefile").read_text()
+    )
+    text = (root / demo.group(1)).read_text()
+    offset = split_at(text, int(demo.group(2)), int(demo.group(3)))
+    line_start = text.rindex("\n", 0, offset) + 1
+    assert text[line_start:offset] == "    " and text[offset] == "\n"
