@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -253,11 +253,14 @@ def window_logits(
     if self_cond is None:
         soft = torch.zeros_like(embeds)
     else:
-        probs = self_cond.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype)
-        window_soft = (probs @ embed.weight) * embed.embed_scale.to(embeds.dtype)
         # One-hot self-conditioning outside the window: a position's own embedding.
         soft = torch.cat(
-            [embeds[:, : window.start], window_soft, embeds[:, window.stop :]], dim=1
+            [
+                embeds[:, : window.start],
+                _soft_embeddings(embed, self_cond, embeds.dtype),
+                embeds[:, window.stop :],
+            ],
+            dim=1,
         )
     if known is not None:
         soft = torch.where(known[..., None], embeds, soft)
@@ -266,11 +269,8 @@ def window_logits(
         config=dec.text_config, inputs_embeds=hidden, cache=cache
     )
     layers = dec.layers[: dec.text_config.num_hidden_layers]
-    if record is None:
+    with nullcontext() if record is None else _recording(layers, record):
         hidden = _run_layers(dec, hidden, positions, cache, masks)
-    else:
-        with _recording(layers, cache, record):
-            hidden = _run_layers(dec, hidden, positions, cache, masks)
     return _head(model, hidden[:, window])
 
 
@@ -295,8 +295,7 @@ def window_only_logits(
     if self_cond is None:
         soft = torch.zeros_like(embeds)
     else:
-        probs = self_cond.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype)
-        soft = (probs @ embed.weight) * embed.embed_scale.to(embeds.dtype)
+        soft = _soft_embeddings(embed, self_cond, embeds.dtype)
     if known is not None:
         soft = torch.where(known[:, window, None], embeds, soft)
     hidden = dec.self_conditioning(embeds, soft)
@@ -320,6 +319,14 @@ def _run_layers(
     return hidden
 
 
+def _soft_embeddings(
+    embed: Any, logits: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """(B, W, V) logits -> (B, W, H) expected embedding under their softmax, scaled."""
+    probs = logits.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype)
+    return (probs @ embed.weight) * embed.embed_scale.to(dtype)
+
+
 def _head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     """Final norm, LM head and softcap of (B, W, H) hidden states (all per position)."""
     logits = model.lm_head(model.model.decoder.norm(hidden)).float()  # (B, W, V)
@@ -328,7 +335,7 @@ def _head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _recording(layers: Any, cache: Any, record: ContextCache) -> Iterator[None]:
+def _recording(layers: Any, record: ContextCache) -> Iterator[None]:
     """Fill `record` with each layer's prompt and outside-window canvas keys/values.
 
     The decoder's attention hands its canvas keys/values (normed, rotated) to
