@@ -52,6 +52,7 @@ def plan_canvas(
     canvas_length: int,
     bos_id: int,
     pad_id: int,
+    max_prompt_tokens: int | None = None,
 ) -> CanvasBatch:
     """Lay out prefix, span slots and suffix for each span length.
 
@@ -66,10 +67,34 @@ def plan_canvas(
         canvas_length: positions per canvas (the model's `canvas_length`).
         bos_id: first token of every encoder prompt.
         pad_id: placeholder for span slots and filler after a short suffix.
+        max_prompt_tokens: the prompt (BOS included) keeps at most this many tokens:
+            the prefix tokens furthest from the span are dropped. None keeps all.
 
     Returns:
         The batch of canvases, B = len(span_lengths).
     """
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1 (got {max_prompt_tokens})")
+    batch = _plan(prefix_ids, suffix_ids, span_lengths, canvas_length, bos_id, pad_id)
+    # Dropping prefix tokens can move the tail/suffix split when little prefix is left,
+    # so re-plan until the prompt fits; every pass drops at least one token.
+    limit = max_prompt_tokens or len(prefix_ids) + 1
+    while (excess := batch.prompt_ids.shape[1] - limit) > 0:
+        prefix_ids = prefix_ids[excess:]
+        batch = _plan(
+            prefix_ids, suffix_ids, span_lengths, canvas_length, bos_id, pad_id
+        )
+    return batch
+
+
+def _plan(
+    prefix_ids: Sequence[int],
+    suffix_ids: Sequence[int],
+    span_lengths: Sequence[int],
+    canvas_length: int,
+    bos_id: int,
+    pad_id: int,
+) -> CanvasBatch:
     if not span_lengths:
         raise ValueError("span_lengths must not be empty")
     longest = max(span_lengths)

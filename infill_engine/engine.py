@@ -115,7 +115,8 @@ class InfillEngine:
         placement: where the model lives.
         config: default denoising settings (checkpoint's generation config if None).
         span_lengths: default span slots tried per request.
-        max_prompt_tokens: the encoder prompt keeps at most this many prefix tokens.
+        max_prompt_tokens: the encoder prompt (BOS included) keeps at most this many
+            tokens, as in training; the prefix furthest from the span is dropped.
         exact_self_conditioning: compute logits for the whole canvas at every step, as
             transformers' model does, instead of for the span slots only (slower; the
             same for positions in the span, close elsewhere).
@@ -257,6 +258,7 @@ class InfillEngine:
             self.canvas_length,
             self.bos_id,
             self.pad_id,
+            self.max_prompt_tokens,
         )
 
     def _candidates(

@@ -40,6 +40,25 @@ def test_layout_keeps_prefix_whole_and_suffix_head_in_order(
         assert all(t == PAD for t in after[n:])
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=ids,
+    suffix=ids,
+    span=st.integers(1, 40),
+    cap=st.integers(1, 120),
+)
+def test_prompt_limit_drops_only_the_far_prefix(prefix, suffix, span, cap):
+    whole = plan_canvas(prefix, suffix, [span], 64, BOS, PAD)
+    batch = plan_canvas(prefix, suffix, [span], 64, BOS, PAD, max_prompt_tokens=cap)
+    prompt = batch.prompt_ids[0].tolist()
+    assert prompt[0] == BOS and len(prompt) <= cap
+    kept = prompt[1:] + batch.canvas[0, : batch.span_start].tolist()
+    assert kept == prefix[len(prefix) - len(kept) :]
+    if whole.prompt_ids.shape[1] <= cap:
+        assert torch.equal(batch.canvas, whole.canvas)
+        assert torch.equal(batch.prompt_ids, whole.prompt_ids)
+
+
 def test_short_suffix_gives_the_prefix_more_room():
     batch = plan_canvas(list(range(10, 200)), [7], [16], 64, BOS, PAD)
     assert batch.span_start == 64 - 16 - 1
@@ -50,6 +69,8 @@ def test_bad_span_lengths_are_rejected():
         plan_canvas([6], [7], [64], 64, BOS, PAD)
     with pytest.raises(ValueError, match="empty"):
         plan_canvas([6], [7], [], 64, BOS, PAD)
+    with pytest.raises(ValueError, match="max_prompt_tokens"):
+        plan_canvas([6], [7], [8], 64, BOS, PAD, max_prompt_tokens=0)
 
 
 def test_targets_put_middle_then_end_of_span():

@@ -92,14 +92,23 @@ def test_request_config_overrides_steps(tiny_engine):
     assert result.steps <= 3
 
 
-def test_long_prefix_goes_to_the_encoder_not_dropped(tiny_engine):
-    prefix = "x = 1\n" * 400
+def test_long_prefix_goes_to_the_encoder_up_to_the_prompt_limit(tiny_engine):
+    prefix = "".join(f"x{i} = {i}\n" for i in range(400))
+    ids = tiny_engine._encode(prefix)
     batch = tiny_engine.plan(InfillRequest(prefix, ""))
-    in_canvas = batch.span_start
+    prompt = batch.prompt_ids[0].tolist()
+    # BOS, then the prefix tokens right before the canvas tail, no more than allowed.
+    assert len(prompt) == tiny_engine.max_prompt_tokens
+    tail = batch.canvas[0, : batch.span_start].tolist()
+    assert prompt[1:] + tail == ids[len(ids) - len(prompt) + 1 - len(tail) :]
+
+
+def test_short_prefix_is_kept_whole(tiny_engine):
+    prefix = "x = 1\n" * 40
     total = len(tiny_engine._encode(prefix))
-    assert batch.prompt_ids.shape[1] - 1 + in_canvas == min(
-        total, tiny_engine.max_prompt_tokens + tiny_engine.canvas_length
-    )
+    assert total < tiny_engine.max_prompt_tokens
+    batch = tiny_engine.plan(InfillRequest(prefix, ""))
+    assert batch.prompt_ids.shape[1] - 1 + batch.span_start == total
 
 
 def test_reused_prefill_gives_the_same_logits_as_a_fresh_one(

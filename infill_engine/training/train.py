@@ -143,22 +143,18 @@ def make_example(
     if not middle_ids or len(middle_ids) >= max(SPAN_CHOICES):
         return None
     span = span or choose_span(len(middle_ids), rng)
-    plan = lambda ids: plan_canvas(  # noqa: E731
-        ids,
+    plan = lambda longest: plan_canvas(  # noqa: E731
+        prefix_ids,
         suffix_ids,
         [span],
         canvas_length,
         tokenizer.bos_token_id,
         tokenizer.pad_token_id,
+        longest,
     )
-    batch = plan(prefix_ids)
+    batch = plan(None)
     want = rng.choice([b for b in buckets if b <= batch.prompt_ids.shape[1]])
-    for _ in range(4):  # dropping prefix tokens can move the tail/suffix split; re-plan
-        excess = batch.prompt_ids.shape[1] - want
-        if excess <= 0:
-            break
-        prefix_ids = prefix_ids[excess:]
-        batch = plan(prefix_ids)
+    batch = plan(want)
     if batch.prompt_ids.shape[1] != want:
         return None
     target = span_targets(batch, middle_ids, tokenizer.eos_token_id)
