@@ -2,11 +2,11 @@
 
 Inline-completion requests at many cursor positions of real Python files (single-line
 and multi-line spans), rewrite actions, and lines retyped keystroke by keystroke (each
-keystroke a didChange and an inline request, as an editor sends them). Per request
-kind: p50/p95/max latency as the client sees it, steps, tokens per forward, and the
-split into prefill, denoise, post-processing and protocol (client latency minus time in
-the server's handler). Prints JSON on stdout. Run as `python -m lsp_server.bench`;
-`infill bench` calls it.
+keystroke a didChange and an inline request, as an editor sends them), in the short
+example file and deep in a long module. Per request kind: p50/p95/max latency as the
+client sees it, steps, tokens per forward, and the split into prefill, denoise,
+post-processing and protocol (client latency minus time in the server's handler).
+Prints JSON on stdout. Run as `python -m lsp_server.bench`; `infill bench` calls it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ from typing import Any
 from lsprotocol import types
 
 from lsp_server.client import Session
+from lsp_server.context import PREFIX_CHARS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# Typing in the long file starts this far in: past the server's prefix budget, so the
+# context window moves with the cursor, as it does in most real files.
+LONG_FILE_AFTER = PREFIX_CHARS + 2000
 
 
 def workload_files() -> list[Path]:
@@ -102,13 +106,18 @@ async def measure(session: Session, kind: str, request: Any) -> dict[str, Any]:
     return sample
 
 
-def typing_lines(text: str, count: int) -> list[int]:
-    """Indented statement lines of at least 20 characters, spread over the file."""
+def typing_lines(text: str, count: int, after: int = 0) -> list[int]:
+    """Indented statement lines of at least 20 characters, spread over the file from
+    character `after` on."""
     lines = text.split("\n")
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
     found = [
         i
         for i, line in enumerate(lines)
-        if line.startswith("    ")
+        if starts[i] >= after
+        and line.startswith("    ")
         and len(line.strip()) >= 20
         and not line.strip().startswith(("#", '"', "'"))
     ]
@@ -116,21 +125,23 @@ def typing_lines(text: str, count: int) -> list[int]:
     return found[::step][:count]
 
 
-async def typing(session: Session, count: int) -> list[dict[str, Any]]:
-    """Retype `count` lines of the example file one character at a time.
+async def typing(
+    session: Session, count: int, path: Path, kind: str, after: int = 0
+) -> list[dict[str, Any]]:
+    """Retype `count` lines of `path` (from character `after` on) one character at a
+    time.
 
     Each keystroke is a didChange and an inline request, awaited before the next
     keystroke (a typist slower than the server). Consecutive prompts extend each other,
     so the prefill is mostly reused; keystrokes that type through the last suggestion
     are answered without the engine. Samples carry `engine` (whether the engine ran).
     """
-    path = EXAMPLES / "stats.py"
     text = path.read_text(encoding="utf-8")
-    uri = "file:///bench/typing/stats.py"
+    uri = f"file:///bench/{kind}/{path.name}"
     session.open(uri, text)
     samples: list[dict[str, Any]] = []
     lines = text.split("\n")
-    for line in typing_lines(text, count):
+    for line in typing_lines(text, count, after):
         full = lines[line]
         indent = len(full) - len(full.lstrip())
         cut = types.Range(
@@ -148,7 +159,7 @@ async def typing(session: Session, count: int) -> list[dict[str, Any]]:
             current = {k: sample.get(k) for k in ("serverMs", "prefillMs", "steps")}
             sample["engine"] = current != before
             before = current
-            sample["kind"] = "typing"
+            sample["kind"] = kind
             samples.append(sample)
     return samples
 
@@ -178,7 +189,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             request = session.client.code_action_resolve_async(action)
             samples.append(await measure(session, "rewrite", request))
-    samples += await typing(session, args.typing)
+    samples += await typing(session, args.typing, EXAMPLES / "stats.py", "typing")
+    # Deep in a long module, where the prefix is longer than the context budget.
+    long_file = max(workload_files(), key=lambda f: f.stat().st_size)
+    samples += await typing(
+        session, args.typing, long_file, "typing, long file", after=LONG_FILE_AFTER
+    )
     await session.stop()
     kinds = sorted({s["kind"] for s in samples})
     return {
@@ -205,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, default=0, help="maxSteps setting (0: model's)"
     )
     parser.add_argument(
-        "--typing", type=int, default=3, help="lines retyped keystroke by keystroke"
+        "--typing",
+        type=int,
+        default=3,
+        help="lines retyped keystroke by keystroke, per file",
     )
     args = parser.parse_args(argv)
     json.dump(asyncio.run(run(args)), sys.stdout)

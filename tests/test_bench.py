@@ -12,6 +12,13 @@ def test_typing_lines_are_indented_statements_spread_over_the_file():
     assert all(text.split("\n")[i].strip().startswith("total_") for i in picked)
 
 
+def test_typing_lines_start_after_the_given_offset():
+    lines = [f"    total_{i} = compute(values, {i}) + 1" for i in range(10)]
+    text = "\n".join(lines)
+    after = (len(lines[0]) + 1) * 6 + 3  # inside line 6
+    assert bench.typing_lines(text, 10, after) == [7, 8, 9]
+
+
 def test_summary_latency_counts_every_request_splits_only_engine_runs():
     samples = [
         {"latency_ms": 100.0, "prefillMs": 20.0, "steps": 4, "engine": True},
