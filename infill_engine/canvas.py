@@ -53,6 +53,7 @@ def plan_canvas(
     bos_id: int,
     pad_id: int,
     max_prompt_tokens: int | None = None,
+    prompt_step: int = 1,
 ) -> CanvasBatch:
     """Lay out prefix, span slots and suffix for each span length.
 
@@ -69,18 +70,24 @@ def plan_canvas(
         pad_id: placeholder for span slots and filler after a short suffix.
         max_prompt_tokens: the prompt (BOS included) keeps at most this many tokens:
             the prefix tokens furthest from the span are dropped. None keeps all.
+        prompt_step: prefix tokens are dropped in multiples of this many, counted
+            from the first. While text is typed at the span, the prompt's first token
+            then stays put for `prompt_step` tokens and each prompt extends the one
+            before, so its prefill is reused.
 
     Returns:
         The batch of canvases, B = len(span_lengths).
     """
     if max_prompt_tokens is not None and max_prompt_tokens < 1:
         raise ValueError(f"max_prompt_tokens must be >= 1 (got {max_prompt_tokens})")
+    if prompt_step < 1:
+        raise ValueError(f"prompt_step must be >= 1 (got {prompt_step})")
     batch = _plan(prefix_ids, suffix_ids, span_lengths, canvas_length, bos_id, pad_id)
     # Dropping prefix tokens can move the tail/suffix split when little prefix is left,
-    # so re-plan until the prompt fits; every pass drops at least one token.
+    # so re-plan until the prompt fits; every pass drops at least one step.
     limit = max_prompt_tokens or len(prefix_ids) + 1
     while (excess := batch.prompt_ids.shape[1] - limit) > 0:
-        prefix_ids = prefix_ids[excess:]
+        prefix_ids = prefix_ids[round_up(excess, prompt_step) :]
         batch = _plan(
             prefix_ids, suffix_ids, span_lengths, canvas_length, bos_id, pad_id
         )
@@ -123,6 +130,11 @@ def _plan(
         span_start=tail,
         span_lengths=tuple(span_lengths),
     )
+
+
+def round_up(value: int, step: int) -> int:
+    """The smallest multiple of `step` that is >= `value`."""
+    return -(-value // step) * step
 
 
 def span_targets(

@@ -19,7 +19,12 @@ from typing import Any
 import torch
 
 from infill_engine import loader
-from infill_engine.canvas import CanvasBatch, cut_at_end_of_span, plan_canvas
+from infill_engine.canvas import (
+    CanvasBatch,
+    cut_at_end_of_span,
+    plan_canvas,
+    round_up,
+)
 from infill_engine.config import DenoiseConfig
 from infill_engine.denoiser import DiffusionGemmaDenoiser
 from infill_engine.device import Placement, sync
@@ -30,6 +35,9 @@ DEFAULT_SPAN_LENGTHS = (32, 64)
 DEFAULT_MAX_PROMPT_TOKENS = 1024
 # Text beyond this many characters per token of budget is never tokenized.
 _CHARS_PER_TOKEN = 8
+# The far prefix is dropped this many characters, then tokens, at a time.
+_CHAR_STEP = 256
+_PROMPT_STEP = 32
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,8 @@ class InfillEngine:
         config: default denoising settings (checkpoint's generation config if None).
         span_lengths: default span slots tried per request.
         max_prompt_tokens: the encoder prompt (BOS included) keeps at most this many
-            tokens, as in training; the prefix furthest from the span is dropped.
+            tokens, as in training; the prefix furthest from the span is dropped,
+            32 tokens at a time, so the prompt's start stays put while typing.
         exact_self_conditioning: compute logits for the whole canvas at every step, as
             transformers' model does, instead of for the span slots only (slower; the
             same for positions in the span, close elsewhere).
@@ -246,19 +255,25 @@ class InfillEngine:
                 min(s, longest) for s in request.span_lengths or self.span_lengths
             )
         )
+        # The far prefix is cut on grids counted from its first character and token,
+        # not from the span, so typing at the span leaves the prompt's start in place
+        # and each prompt extends the last: its prefill is reused.
+        prefix = request.prefix
         prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
-        prefix_ids = self._encode(request.prefix[-prefix_chars:])
+        if len(prefix) > prefix_chars:
+            prefix = prefix[round_up(len(prefix) - prefix_chars, _CHAR_STEP) :]
         suffix_ids = self._encode(
             request.suffix[: self.canvas_length * _CHARS_PER_TOKEN]
         )
         return plan_canvas(
-            prefix_ids[-(self.max_prompt_tokens + self.canvas_length) :],
+            self._encode(prefix),
             suffix_ids,
             spans,
             self.canvas_length,
             self.bos_id,
             self.pad_id,
             self.max_prompt_tokens,
+            _PROMPT_STEP,
         )
 
     def _candidates(

@@ -32,6 +32,10 @@ SPAN_LENGTHS: dict[str, tuple[int, ...]] = {
     "hole": (48, 96),
 }
 PREFIX_CHARS = 6000
+# The prefix budget starts on a grid of this many characters, so the prefix's first
+# statement stays put while the cursor moves within a cell (the engine's prompt, and
+# with it its cached prefill, then extends from one keystroke to the next).
+PREFIX_STEP = 1024
 SUFFIX_CHARS = 1500
 _BLOCK_OPENERS = (":", "{", "=>", "->")
 _OPEN, _CLOSE = "([{", ")]}"
@@ -157,7 +161,7 @@ def _make(
     line_start = snap.lines.starts[snap.lines.line_of(start)]
     line = text[line_start:start]
     indent = line[: len(line) - len(line.lstrip())]
-    budget_start = max(0, start - PREFIX_CHARS)
+    budget_start = -(-max(0, start - PREFIX_CHARS) // PREFIX_STEP) * PREFIX_STEP
     budget_stop = min(len(text), end + SUFFIX_CHARS)
     cut = _prefix_cut(snap, tree, budget_start)
     stop = _suffix_cut(snap, tree, budget_stop)

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -46,17 +48,32 @@ def test_layout_keeps_prefix_whole_and_suffix_head_in_order(
     suffix=ids,
     span=st.integers(1, 40),
     cap=st.integers(1, 120),
+    step=st.integers(1, 40),
 )
-def test_prompt_limit_drops_only_the_far_prefix(prefix, suffix, span, cap):
+def test_prompt_limit_drops_only_the_far_prefix(prefix, suffix, span, cap, step):
     whole = plan_canvas(prefix, suffix, [span], 64, BOS, PAD)
-    batch = plan_canvas(prefix, suffix, [span], 64, BOS, PAD, max_prompt_tokens=cap)
+    batch = plan_canvas(prefix, suffix, [span], 64, BOS, PAD, cap, step)
     prompt = batch.prompt_ids[0].tolist()
     assert prompt[0] == BOS and len(prompt) <= cap
     kept = prompt[1:] + batch.canvas[0, : batch.span_start].tolist()
     assert kept == prefix[len(prefix) - len(kept) :]
+    dropped = len(prefix) - len(kept)
+    assert dropped % step == 0 or not kept
     if whole.prompt_ids.shape[1] <= cap:
         assert torch.equal(batch.canvas, whole.canvas)
         assert torch.equal(batch.prompt_ids, whole.prompt_ids)
+
+
+def test_typing_at_the_span_extends_the_prompt_until_a_step_is_dropped():
+    suffix = list(range(6, 80))
+    prompts = []
+    for typed in range(64):  # one token typed at a time in front of the span
+        prefix = list(range(10, 300)) + [7] * typed
+        batch = plan_canvas(prefix, suffix, [16], 64, BOS, PAD, 100, 32)
+        prompts.append(batch.prompt_ids[0].tolist())
+    extended = sum(now[: len(before)] == before for before, now in pairwise(prompts))
+    assert extended == 63 - 2  # the first token moves twice: 32 tokens each time
+    assert all(68 < len(p) <= 100 for p in prompts)
 
 
 def test_short_suffix_gives_the_prefix_more_room():
@@ -71,6 +88,8 @@ def test_bad_span_lengths_are_rejected():
         plan_canvas([6], [7], [], 64, BOS, PAD)
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         plan_canvas([6], [7], [8], 64, BOS, PAD, max_prompt_tokens=0)
+    with pytest.raises(ValueError, match="prompt_step"):
+        plan_canvas([6], [7], [8], 64, BOS, PAD, prompt_step=0)
 
 
 def test_targets_put_middle_then_end_of_span():

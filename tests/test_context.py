@@ -61,7 +61,20 @@ def test_other_languages_get_context_too(language):
 def test_one_huge_line_is_cut_inside_it():
     text = "x=" + "1+" * 100_000
     ctx = context.at_cursor(snap(text, "javascript"), len(text), None)
-    assert len(ctx.prefix) == context.PREFIX_CHARS
+    assert context.PREFIX_CHARS - context.PREFIX_STEP < len(ctx.prefix)
+    assert len(ctx.prefix) <= context.PREFIX_CHARS
+
+
+def test_prefix_start_stays_put_while_typing_at_the_cursor():
+    funcs = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(400))
+    line = "def g(values):\n    return sorted(values, key=len)[: limit * 2]"
+    starts = set()
+    for n in range(len(line) + 1):
+        text = funcs + line[:n]
+        ctx = context.at_cursor(snap(text), len(text), parse("python", text))
+        assert text.endswith(ctx.prefix)
+        starts.add(len(text) - len(ctx.prefix))
+    assert len(starts) <= 2  # it moves only when the cursor enters a new grid cell
 
 
 def test_holes_are_found_in_comments_only():

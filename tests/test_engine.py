@@ -3,6 +3,7 @@ matters."""
 
 import threading
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 import torch
@@ -97,10 +98,27 @@ def test_long_prefix_goes_to_the_encoder_up_to_the_prompt_limit(tiny_engine):
     ids = tiny_engine._encode(prefix)
     batch = tiny_engine.plan(InfillRequest(prefix, ""))
     prompt = batch.prompt_ids[0].tolist()
-    # BOS, then the prefix tokens right before the canvas tail, no more than allowed.
-    assert len(prompt) == tiny_engine.max_prompt_tokens
+    # BOS, then the prefix tokens right before the canvas tail, no more than allowed
+    # (the far prefix goes 32 tokens at a time).
+    assert tiny_engine.max_prompt_tokens - 32 < len(prompt)
+    assert len(prompt) <= tiny_engine.max_prompt_tokens
     tail = batch.canvas[0, : batch.span_start].tolist()
     assert prompt[1:] + tail == ids[len(ids) - len(prompt) + 1 - len(tail) :]
+
+
+def test_typing_deep_in_a_long_file_reuses_the_prefill(tiny_engine):
+    prefix = "".join(f"value_{i} = compute(alpha, {i}) + offset\n" for i in range(400))
+    line = "total = compute(alpha, beta) + offset * scale - bias / count + 1"
+    before = tiny_engine.denoiser.prefill_tokens_computed
+    prompts = []
+    for n in range(1, len(line) + 1):  # one keystroke at a time
+        batch = tiny_engine.plan(InfillRequest(prefix + line[:n], "\n"))
+        prompts.append(batch.prompt_ids[0].tolist())
+        tiny_engine.denoiser.prefill(batch.prompt_ids, 1, tiny_engine.canvas_length)
+    moved = sum(now[: len(last)] != last for last, now in pairwise(prompts))
+    assert moved <= 4  # the prompt's first token moves only when a step is dropped
+    computed = tiny_engine.denoiser.prefill_tokens_computed - before
+    assert computed < (moved + 2) * max(len(p) for p in prompts)
 
 
 def test_short_prefix_is_kept_whole(tiny_engine):
