@@ -331,7 +331,14 @@ def _head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     """Final norm, LM head and softcap of (B, W, H) hidden states (all per position)."""
     logits = model.lm_head(model.model.decoder.norm(hidden)).float()  # (B, W, V)
     cap = model.final_logit_softcapping
-    return torch.tanh(logits / cap) * cap if cap else logits
+    if not cap:
+        return logits
+    # cap * tanh(x / cap) written as 2 cap * sigmoid(2 x / cap) - cap: the same
+    # function, and on CPU torch's sigmoid takes half the time of its tanh. In place
+    # when no gradient is recorded (nothing else holds these logits).
+    if logits.requires_grad:
+        return torch.sigmoid(logits * (2 / cap)) * (2 * cap) - cap
+    return logits.mul_(2 / cap).sigmoid_().mul_(2 * cap).sub_(cap)
 
 
 @contextmanager
