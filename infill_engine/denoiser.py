@@ -1,10 +1,9 @@
 """The denoiser: one forward of DiffusionGemma's decoder over a canvas.
 
 `Denoiser` is the protocol the loop speaks; `DiffusionGemmaDenoiser` implements it over
-a
-`DiffusionGemmaForBlockDiffusion`. The prompt is encoded once into a KV cache (the
+a `DiffusionGemmaForBlockDiffusion`. The prompt is encoded once into a KV cache (the
 prefill); every denoising step reads that cache and never writes it, so a cached prefill
-is reused across requests whose prompt starts with the same tokens.
+is reused, cut or extended, for the first tokens a later prompt shares with it.
 
 A step computes logits only for a *window* of canvas positions (the span slots): the LM
 head, its softcap and the self-conditioning soft embeddings cost vocabulary-sized work
@@ -120,7 +119,7 @@ class DiffusionGemmaDenoiser:
     def prefill(
         self, prompt_ids: torch.Tensor, batch: int, canvas_length: int
     ) -> PrefillState:
-        """Encode the prompt, reusing the longest stored prefill it extends.
+        """Encode the prompt, reusing the stored prefill that shares most of its start.
 
         Args:
             prompt_ids: (1, P) token ids.
@@ -193,16 +192,31 @@ class DiffusionGemmaDenoiser:
         )
 
     def _nearest(self, key: tuple[int, ...]) -> tuple[Any, int]:
-        """The stored cache for the longest stored prompt that `key` starts with."""
-        best, best_len = None, 0
+        """A copy of the stored cache sharing the longest start with `key`, cut to it.
+
+        The encoder is causal, so a cache cut to the first n tokens is exactly their
+        prefill: a prompt that shrank (text deleted at the span, the cursor moved up a
+        line) reuses a longer one. Caches as long as the sliding window are only
+        extended, never cut (their layers may have dropped what a cut would need).
+        """
+        best, best_len, best_stored = None, 0, 0
         for stored, cache in self._store.items():
-            n = len(stored)
-            if best_len < n <= len(key) and key[:n] == stored:
-                best, best_len = cache, n
+            n = _common_start(stored, key)
+            if n < len(stored) and not self._cuttable(len(stored)):
+                continue
+            if n > best_len:
+                best, best_len, best_stored = cache, n, len(stored)
         if best is None:
             text_config = self.model.config.get_text_config(decoder=True)
             return DynamicCache(config=text_config), 0
-        return _shallow_copy(best), best_len
+        cache = _shallow_copy(best)
+        if best_len < best_stored:
+            cache.crop(best_len - best_stored)  # a negative count: drop the last ones
+        return cache, best_len
+
+    def _cuttable(self, length: int) -> bool:
+        window = getattr(self.model.config.get_text_config(), "sliding_window", None)
+        return window is None or length < window
 
     def _remember(self, key: tuple[int, ...], cache: Any) -> None:
         self._store[key] = cache
@@ -370,6 +384,14 @@ def _recording(layers: Any, record: ContextCache) -> Iterator[None]:
     finally:
         for attn in attentions:
             del attn.append_to_cache
+
+
+def _common_start(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    return next(i for i in range(n) if a[i] != b[i])
 
 
 def _shallow_copy(cache: Any) -> Any:

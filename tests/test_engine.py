@@ -147,6 +147,43 @@ def test_reused_prefill_gives_the_same_logits_as_a_fresh_one(
     )
 
 
+def test_a_shorter_or_diverging_prompt_reuses_the_shared_start(
+    tiny_model, tiny_tokenizer
+):
+    a = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    b = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    a.denoiser.prefill(torch.tensor([[2] + list(range(10, 90))]), 1, 64)
+    # Text deleted at the span (a shorter prompt), then a different last token.
+    for prompt, computed in (
+        ([2] + list(range(10, 70)), 0),
+        ([2] + list(range(10, 69)) + [300], 1),
+    ):
+        ids = torch.tensor([prompt])
+        before = a.denoiser.prefill_tokens_computed
+        reused = a.denoiser.prefill(ids, 2, 64)
+        assert a.denoiser.prefill_tokens_computed - before == computed
+        fresh = b.denoiser.prefill(ids, 2, 64)
+        canvas = torch.randint(0, 300, (2, 64))
+        whole = slice(0, 64)
+        torch.testing.assert_close(
+            a.denoiser(canvas, None, reused, whole),
+            b.denoiser(canvas, None, fresh, whole),
+        )
+    # The stored long prefill was cut in a copy, not in place.
+    longest = max(a.denoiser._store, key=len)
+    assert a.denoiser._store[longest].get_seq_length() == len(longest) == 81
+
+
+def test_prefills_as_long_as_the_sliding_window_are_not_cut(tiny_model, tiny_tokenizer):
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    window = tiny_model.config.get_text_config().sliding_window
+    long = [2] + [10 + i % 200 for i in range(window + 10)]
+    engine.denoiser.prefill(torch.tensor([long]), 1, 64)
+    before = engine.denoiser.prefill_tokens_computed
+    engine.denoiser.prefill(torch.tensor([long[:100]]), 1, 64)
+    assert engine.denoiser.prefill_tokens_computed - before == 100
+
+
 def test_whole_canvas_window_is_exactly_the_transformers_forward(
     tiny_model, tiny_tokenizer
 ):
