@@ -327,24 +327,29 @@ def format_report(report: dict) -> str:
             f"| ours / generate speed-up | {h['speedup_vs_reference']:.2f} |",
         ]
     if "lsp" in report:
-        lines += [
-            "",
-            "| LSP request | n (engine ran) | p50 ms | p95 ms | max ms | steps "
-            "| tok/fwd | prefill | denoise | post | protocol |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for kind, r in report["lsp"].items():
-            if not r.get("requests"):
-                continue
-            lines.append(
-                f"| {kind} | {r['requests']} ({r.get('engine_runs', r['requests'])}) "
-                f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-                f"{r['max_ms']:.0f} | {r['steps']:.1f} | "
-                f"{r['tokens_per_forward']:.2f} | "
-                f"{r['prefill_ms']:.0f} | {r['denoise_ms']:.0f} | "
-                f"{r['postprocess_ms']:.0f} | {r['protocol_ms']:.0f} |"
-            )
+        lines += ["", *format_lsp(report["lsp"])]
     return "\n".join(lines)
+
+
+def format_lsp(lsp: dict) -> list[str]:
+    """The LSP part of the benchmark: one Markdown table row per request kind."""
+    lines = [
+        "| LSP request | n (engine ran) | p50 ms | p95 ms | max ms | steps "
+        "| tok/fwd | queue | prefill | denoise | post | protocol |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, r in lsp.items():
+        if not r.get("requests"):
+            continue
+        lines.append(
+            f"| {kind} | {r['requests']} ({r.get('engine_runs', r['requests'])}) "
+            f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+            f"{r['max_ms']:.0f} | {r['steps']:.1f} | "
+            f"{r['tokens_per_forward']:.2f} | {r.get('queue_ms', 0.0):.0f} | "
+            f"{r['prefill_ms']:.0f} | {r['denoise_ms']:.0f} | "
+            f"{r['postprocess_ms']:.0f} | {r['protocol_ms']:.0f} |"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,6 +99,8 @@ class InfillResult:
         score: mean confidence of the winning row's tokens.
         candidates: every row's result, best first.
         timings: time per phase.
+        prefilled_tokens: prompt tokens the encoder ran for this request (0: a stored
+            prefill covered the whole prompt).
     """
 
     text: str
@@ -109,6 +111,7 @@ class InfillResult:
     score: float
     candidates: tuple[Candidate, ...] = ()
     timings: Timings = field(default_factory=Timings)
+    prefilled_tokens: int = 0
 
 
 CancelFlag = Callable[[], bool] | threading.Event | None
@@ -165,6 +168,9 @@ class InfillEngine:
         self.bos_id = _special_id(tokenizer, model, "bos")
         self.pad_id = _special_id(tokenizer, model, "pad")
         self._lock = threading.Lock()
+        self._last_plan: tuple[tuple[str, str, tuple[int, ...]], CanvasBatch] | None = (
+            None
+        )
 
     @classmethod
     def load(
@@ -209,12 +215,14 @@ class InfillEngine:
         is_cancelled = _as_callable(cancel)
         config = request.config or self.config
         t0 = time.perf_counter()
-        batch = self.plan(request)
+        batch = self._planned(request)
         t1 = time.perf_counter()
         with self._lock, torch.inference_mode():
+            encoded = self._encoded()
             state = self.denoiser.prefill(
                 batch.prompt_ids, len(batch.span_lengths), self.canvas_length
             )
+            encoded = self._encoded() - encoded
             sync(self.placement)
             t2 = time.perf_counter()
             window = self._window(batch)
@@ -226,7 +234,9 @@ class InfillEngine:
         t3 = time.perf_counter()
         if outcome.cancelled or outcome.logits is None:
             timings = Timings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
-            return InfillResult("", True, outcome.steps, 0.0, 0, 0.0, (), timings)
+            return InfillResult(
+                "", True, outcome.steps, 0.0, 0, 0.0, (), timings, encoded
+            )
         candidates = self._candidates(
             batch, window, outcome.argmax, outcome.logits, request
         )
@@ -244,7 +254,36 @@ class InfillEngine:
             score=best.score,
             candidates=tuple(candidates),
             timings=timings,
+            prefilled_tokens=encoded,
         )
+
+    def warm(self, request: InfillRequest) -> int:
+        """Prefill the prompt `request` would have, and keep it for the request.
+
+        A language server calls this when the document changes, in the time before the
+        editor asks for a suggestion there; the `fill` that follows then finds its
+        prompt encoded. Returns the prompt tokens encoded now.
+        """
+        batch = self._planned(request)
+        with self._lock, torch.inference_mode():
+            before = self._encoded()
+            self.denoiser.prefill(batch.prompt_ids, 1, self.canvas_length)
+            sync(self.placement)
+            return self._encoded() - before
+
+    def _planned(self, request: InfillRequest) -> CanvasBatch:
+        """`plan`, kept for the last texts planned (a `warm`, then its `fill`)."""
+        key = (request.prefix, request.suffix, tuple(request.span_lengths or ()))
+        last = self._last_plan
+        if last is not None and last[0] == key:
+            return last[1]
+        batch = self.plan(request)
+        self._last_plan = (key, batch)
+        return batch
+
+    def _encoded(self) -> int:
+        """Prompt tokens the denoiser has encoded so far (0 if it does not count)."""
+        return int(getattr(self.denoiser, "prefill_tokens_computed", 0))
 
     def plan(self, request: InfillRequest) -> CanvasBatch:
         """Tokenize the texts around the hole and lay out one canvas per span length."""

@@ -3,9 +3,11 @@
 Inline-completion requests at many cursor positions of real Python files (single-line
 and multi-line spans), rewrite actions, and lines retyped keystroke by keystroke (each
 keystroke a didChange and an inline request, as an editor sends them), in the short
-example file and deep in a long module. Per request kind: p50/p95/max latency as the
-client sees it, steps, tokens per forward, and the split into prefill, denoise,
-post-processing and protocol (client latency minus time in the server's handler).
+example file and deep in a long module, and first keystrokes at new places of that
+module, asked for after the editor's debounce. Per request kind: p50/p95/max latency
+as the client sees it, steps, tokens per forward, and the split into queue (waiting for
+the engine's thread), prefill, denoise, post-processing and protocol (client latency
+minus time in the server's handler).
 Prints JSON on stdout. Run as `python -m lsp_server.bench`; `infill bench` calls it.
 """
 
@@ -29,6 +31,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Typing in the long file starts this far in: past the server's prefix budget, so the
 # context window moves with the cursor, as it does in most real files.
 LONG_FILE_AFTER = PREFIX_CHARS + 2000
+# VS Code asks for an inline suggestion about this long after a keystroke.
+EDITOR_DEBOUNCE_S = 0.05
 
 
 def workload_files() -> list[Path]:
@@ -84,6 +88,7 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "max_ms": lat[-1],
         "steps": mean("steps"),
         "tokens_per_forward": mean("tokensPerForward"),
+        "queue_ms": mean("queueMs"),
         "prefill_ms": mean("prefillMs"),
         "denoise_ms": mean("denoiseMs"),
         "postprocess_ms": mean("postprocessMs") + mean("decodeMs") + mean("tokenizeMs"),
@@ -164,6 +169,37 @@ async def typing(
     return samples
 
 
+async def first_keystrokes(
+    session: Session, count: int, path: Path, kind: str
+) -> list[dict[str, Any]]:
+    """At `count` new places of `path` (from `LONG_FILE_AFTER` on), open a line below
+    one (Enter and its indent, one didChange), wait the editor's debounce, then ask for
+    a suggestion on the new line; undo, and pause as a user moving on would.
+
+    The latency is the request's, as the editor sees it after its own debounce.
+    """
+    text = path.read_text(encoding="utf-8")
+    uri = f"file:///bench/{kind}/{path.name}"
+    session.open(uri, text)
+    lines = text.split("\n")
+    samples: list[dict[str, Any]] = []
+    for line in typing_lines(text, count, LONG_FILE_AFTER):
+        full = lines[line]
+        indent = full[: len(full) - len(full.lstrip())]
+        end = types.Position(line=line, character=len(full))
+        session.change(uri, types.Range(end, end), "\n" + indent)
+        await asyncio.sleep(EDITOR_DEBOUNCE_S)
+        sample = await measure(
+            session, kind, session.inline(uri, line + 1, len(indent))
+        )
+        sample["kind"] = kind
+        samples.append(sample)
+        new_line_end = types.Position(line=line + 1, character=len(indent))
+        session.change(uri, types.Range(end, new_line_end), "")
+        await asyncio.sleep(0.5)
+    return samples
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the server, drive the workload, return the figures."""
     session = await Session.ready(args.model, args.device, {"maxSteps": args.steps})
@@ -194,6 +230,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     long_file = max(workload_files(), key=lambda f: f.stat().st_size)
     samples += await typing(
         session, args.typing, long_file, "typing, long file", after=LONG_FILE_AFTER
+    )
+    samples += await first_keystrokes(
+        session, args.per_kind, long_file, "first keystroke, long file"
     )
     await session.stop()
     kinds = sorted({s["kind"] for s in samples})

@@ -21,12 +21,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One version of one document."""
+    """One version of one document.
+
+    `edit_end` is where the text inserted by the change that made this version ends
+    (where a typist's cursor is), or None for an opened or wholly replaced document.
+    """
 
     uri: str
     version: int
     language_id: str
     text: str
+    edit_end: int | None = None
     lines: LineIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +66,7 @@ class DocumentStore:
         if snap is None:
             log.warning("didChange for a document that is not open: %s", uri)
             return None
-        text, lines = snap.text, snap.lines
+        text, lines, edit_end = snap.text, snap.lines, None
         for n, change in enumerate(changes):
             if (
                 n
@@ -73,9 +78,11 @@ class DocumentStore:
                 if end < start:
                     start, end = end, start
                 text = text[:start] + change.text + text[end:]
+                edit_end = start + len(change.text)
             else:
-                text = change.text
-        snap = Snapshot(uri, version, snap.language_id, text)  # indexes the final text
+                text, edit_end = change.text, None
+        # indexes the final text
+        snap = Snapshot(uri, version, snap.language_id, text, edit_end)
         self._docs[uri] = snap
         return snap
 

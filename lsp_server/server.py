@@ -260,6 +260,38 @@ class InfillServer(LanguageServer):
             self.last[uri] = edits.LastSuggestion(position.line, line_prefix, text)
         return (snap, ctx, text) if text is not None else None
 
+    def prepare(self, snap: Snapshot) -> None:
+        """After an edit, before the editor asks for a suggestion at it: prefill.
+
+        Editors ask for an inline suggestion a little after the keystroke (VS Code
+        waits about 50 ms), so the prompt a suggestion at the edit's end will have is
+        encoded now, on the engine's thread, and the request finds it stored. Queued
+        under the document's key, this also stops the document's running request,
+        whose result is for the older version and would be dropped.
+        """
+        engine, offset = self.engine, snap.edit_end
+        if (
+            engine is None
+            or offset is None
+            or not self.settings.serves(snap.language_id)
+        ):
+            return
+        line = snap.lines.line_of(offset)
+        line_prefix = snap.text[snap.lines.starts[line] : offset]
+        if (
+            edits.continue_suggestion(self.last.get(snap.uri), line, line_prefix)
+            is not None
+        ):
+            return  # typed through the last suggestion: no engine needed
+        ctx = context.at_cursor(
+            snap, offset, self.trees.tree(snap), self.settings.span_size
+        )
+        request = InfillRequest(ctx.prefix, ctx.suffix, span_lengths=ctx.span_lengths)
+        job = self.scheduler.run(snap.uri, lambda stale: engine.warm(request))
+        task = asyncio.ensure_future(_logged(job, f"prefill for {snap.uri}"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def infill(self, snap: Snapshot, ctx: InfillContext, key: str) -> str | None:
         """Run the engine for one context; None if stale, cancelled, failed or no
         model."""
@@ -275,10 +307,14 @@ class InfillServer(LanguageServer):
             validate=postprocess.validator(snap.language_id, ctx),
         )
         started = time.perf_counter()
+        began: list[float] = []  # when the worker took the job (after queued work)
+
+        def job(stale: Callable[[], bool]) -> Any:
+            began.append(time.perf_counter())
+            return engine.fill(request, stale)
+
         try:
-            result = await self.scheduler.run(
-                key, lambda stale: engine.fill(request, stale)
-            )
+            result = await self.scheduler.run(key, job)
         except asyncio.CancelledError:
             raise
         except torch.OutOfMemoryError:
@@ -313,6 +349,8 @@ class InfillServer(LanguageServer):
             "tokenizeMs": result.timings.tokenize_ms,
             "prefillMs": result.timings.prefill_ms,
             "denoiseMs": result.timings.denoise_ms,
+            "prefilledTokens": result.prefilled_tokens,
+            "queueMs": (began[0] - started) * 1000 if began else 0.0,
             "decodeMs": result.timings.decode_ms,
             "postprocessMs": (done - finished) * 1000,
             "serverMs": self.last_latency_ms,
@@ -372,6 +410,16 @@ class InfillServer(LanguageServer):
         job.add_done_callback(done)
 
 
+async def _logged(job: Any, what: str) -> None:
+    """Await a background job; a failure is logged, never raised."""
+    try:
+        await job
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # background work must never take a handler down
+        log.exception("%s failed", what)
+
+
 def create_server(
     engine: InfillEngine | None = None,
     engine_factory: EngineFactory = load_engine,
@@ -405,7 +453,9 @@ def create_server(
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
         doc = params.text_document
-        ls.store.change(doc.uri, doc.version, params.content_changes, ls.codec)
+        snap = ls.store.change(doc.uri, doc.version, params.content_changes, ls.codec)
+        if snap is not None:
+            ls.prepare(snap)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: InfillServer, params: types.DidCloseTextDocumentParams) -> None:

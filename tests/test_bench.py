@@ -21,14 +21,19 @@ def test_typing_lines_start_after_the_given_offset():
 
 def test_summary_latency_counts_every_request_splits_only_engine_runs():
     samples = [
-        {"latency_ms": 100.0, "prefillMs": 20.0, "steps": 4, "engine": True},
+        {"latency_ms": 100.0, "prefillMs": 20.0, "steps": 4, "queueMs": 6.0},
         {"latency_ms": 2.0, "prefillMs": 20.0, "steps": 4, "engine": False},
-        {"latency_ms": 120.0, "prefillMs": 4.0, "steps": 2, "engine": True},
+        {"latency_ms": 120.0, "prefillMs": 4.0, "steps": 2, "queueMs": 2.0},
     ]
     out = bench.summarize(samples)
     assert (out["requests"], out["engine_runs"]) == (3, 2)
     assert out["p50_ms"] == 100.0 and out["max_ms"] == 120.0
     assert out["prefill_ms"] == 12.0 and out["steps"] == 3.0
+    assert out["queue_ms"] == 4.0
+    from infill_engine.cli import format_lsp
+
+    row = format_lsp({"typing": out})[-1]
+    assert row.startswith("| typing | 3 (2) | 100 |") and "| 4 | 12 |" in row
 
 
 def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):

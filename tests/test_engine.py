@@ -121,6 +121,16 @@ def test_typing_deep_in_a_long_file_reuses_the_prefill(tiny_engine):
     assert computed < (moved + 2) * max(len(p) for p in prompts)
 
 
+def test_a_warmed_request_finds_its_prompt_encoded(tiny_engine):
+    prefix = "".join(f"item_{i} = compute(alpha, {i})\n" for i in range(60))
+    request = InfillRequest(prefix + "total = ", "\nprint(total)\n", (8,))
+    assert tiny_engine.warm(request) > 0
+    result = tiny_engine.fill(request)
+    assert result.prefilled_tokens == 0 and result.steps > 0
+    other = InfillRequest("x = 1\n" + prefix + "y = ", "\n", (8,))  # another start
+    assert tiny_engine.fill(other).prefilled_tokens > 0
+
+
 def test_short_prefix_is_kept_whole(tiny_engine):
     prefix = "x = 1\n" * 40
     total = len(tiny_engine._encode(prefix))

@@ -100,6 +100,21 @@ async def test_inline_completion_is_ghost_text_on_the_cursor_line(session):
             assert "<eos>" not in item.insert_text and "<pad>" not in item.insert_text
 
 
+async def test_an_edit_prefills_the_prompt_of_a_suggestion_at_it(session):
+    source = "".join(f"value_{i} = compute({i}, 'x')\n" for i in range(80))
+    session.open(URI, source)
+
+    async def prefilled(line: int, char: int) -> int:
+        await session.inline(URI, line, char)
+        return (await session.command("infill.status"))["last"]["prefilledTokens"]
+
+    assert await prefilled(70, 8) > 0  # cold: nothing stored starts like this prompt
+    at = types.Position(40, 0)
+    session.change(URI, types.Range(at, at), "total = ")
+    await asyncio.sleep(1.0)  # the editor's pause before it asks
+    assert await prefilled(40, 8) == 0  # encoded when the change arrived
+
+
 async def test_completion_items_carry_a_text_edit(session):
     session.open(URI, SOURCE)
     result = await session.client.text_document_completion_async(
