@@ -105,6 +105,15 @@ class InfillProtocol(LanguageServerProtocol):
         yield from self._to_user(types.TEXT_DOCUMENT_DID_CLOSE, params)
 
 
+@dataclasses.dataclass(frozen=True)
+class EarlyFill:
+    """A suggestion started when a change arrived: for `offset` in `version`."""
+
+    version: int
+    offset: int
+    task: asyncio.Future
+
+
 class InfillServer(LanguageServer):
     """All mutable server state lives here.
 
@@ -136,6 +145,10 @@ class InfillServer(LanguageServer):
         self._oom_reported = False
         self._loader: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
+        # Documents the client asks suggestions for, and each one's suggestion started
+        # at its last change (see `prepare`).
+        self.asks: set[str] = set()
+        self.early: dict[str, EarlyFill] = {}
 
     @property
     def codec(self):
@@ -255,19 +268,36 @@ class InfillServer(LanguageServer):
         rest = edits.continue_suggestion(self.last.get(uri), position.line, line_prefix)
         if rest is not None:
             return snap, ctx, rest
-        text = await self.infill(snap, ctx, key=uri)
+        self.asks.add(uri)
+        early = self.early.get(uri)
+        if early is not None and (early.version, early.offset) == (
+            snap.version,
+            offset,
+        ):
+            # Started when the change arrived; shielded, as a second request for the
+            # same place may be waiting on it too.
+            began = time.perf_counter()
+            text = await asyncio.shield(early.task)
+            self.last_timings = self.last_timings | {
+                "serverMs": (time.perf_counter() - began) * 1000,
+                "startedAtChange": True,
+            }
+        else:
+            text = await self.infill(snap, ctx, key=uri)
         if text:
             self.last[uri] = edits.LastSuggestion(position.line, line_prefix, text)
         return (snap, ctx, text) if text is not None else None
 
     def prepare(self, snap: Snapshot) -> None:
-        """After an edit, before the editor asks for a suggestion at it: prefill.
+        """After an edit, before the editor asks for a suggestion at it: start on it.
 
         Editors ask for an inline suggestion a little after the keystroke (VS Code
-        waits about 50 ms), so the prompt a suggestion at the edit's end will have is
-        encoded now, on the engine's thread, and the request finds it stored. Queued
-        under the document's key, this also stops the document's running request,
-        whose result is for the older version and would be dropped.
+        waits about 50 ms). Once the client has asked for suggestions in a document,
+        the suggestion at the edit's end is computed from the change on, and the
+        request for that place and version awaits it (`early`); before that, only its
+        prompt is prefilled, so the first request finds it encoded. Queued under the
+        document's key, either also stops the document's running request, whose
+        result is for the older version and would be dropped.
         """
         engine, offset = self.engine, snap.edit_end
         if (
@@ -286,9 +316,16 @@ class InfillServer(LanguageServer):
         ctx = context.at_cursor(
             snap, offset, self.trees.tree(snap), self.settings.span_size
         )
-        request = InfillRequest(ctx.prefix, ctx.suffix, span_lengths=ctx.span_lengths)
-        job = self.scheduler.run(snap.uri, lambda stale: engine.warm(request))
-        task = asyncio.ensure_future(_logged(job, f"prefill for {snap.uri}"))
+        if snap.uri in self.asks:
+            fill = asyncio.ensure_future(self.infill(snap, ctx, key=snap.uri))
+            self.early[snap.uri] = EarlyFill(snap.version, offset, fill)
+            task: asyncio.Future = fill
+        else:
+            request = InfillRequest(
+                ctx.prefix, ctx.suffix, span_lengths=ctx.span_lengths
+            )
+            job = self.scheduler.run(snap.uri, lambda stale: engine.warm(request))
+            task = asyncio.ensure_future(_logged(job, f"prefill for {snap.uri}"))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -462,6 +499,8 @@ def create_server(
         ls.store.close(params.text_document.uri)
         ls.trees.forget(params.text_document.uri)
         ls.last.pop(params.text_document.uri, None)
+        ls.asks.discard(params.text_document.uri)
+        ls.early.pop(params.text_document.uri, None)
 
     @server.feature(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions()

@@ -100,19 +100,39 @@ async def test_inline_completion_is_ghost_text_on_the_cursor_line(session):
             assert "<eos>" not in item.insert_text and "<pad>" not in item.insert_text
 
 
+LONG = "".join(f"value_{i} = compute({i}, 'x')\n" for i in range(80))
+TWIN = "file:///work/twin.py"
+
+
+async def last_status(session: Session) -> dict:
+    return (await session.command("infill.status"))["last"]
+
+
 async def test_an_edit_prefills_the_prompt_of_a_suggestion_at_it(session):
-    source = "".join(f"value_{i} = compute({i}, 'x')\n" for i in range(80))
-    session.open(URI, source)
-
-    async def prefilled(line: int, char: int) -> int:
-        await session.inline(URI, line, char)
-        return (await session.command("infill.status"))["last"]["prefilledTokens"]
-
-    assert await prefilled(70, 8) > 0  # cold: nothing stored starts like this prompt
+    session.open(URI, LONG)
+    session.open(TWIN, "import os\n" + LONG)
+    await session.inline(TWIN, 70, 8)
+    assert (await last_status(session))["prefilledTokens"] > 0  # cold
     at = types.Position(40, 0)
     session.change(URI, types.Range(at, at), "total = ")
     await asyncio.sleep(1.0)  # the editor's pause before it asks
-    assert await prefilled(40, 8) == 0  # encoded when the change arrived
+    await session.inline(URI, 40, 8)
+    assert (await last_status(session))["prefilledTokens"] == 0  # done at the change
+
+
+async def test_once_asked_the_suggestion_starts_at_the_change(session):
+    session.open(URI, LONG)
+    session.open(TWIN, LONG)
+    await session.inline(URI, 70, 8)  # the client asks here: later changes start fills
+    at = types.Position(40, 0)
+    for uri in (URI, TWIN):
+        session.change(uri, types.Range(at, at), "total = ")
+    await asyncio.sleep(2.0)
+    early = await session.inline(URI, 40, 8)
+    assert (await last_status(session)).get("startedAtChange") is True
+    late = await session.inline(TWIN, 40, 8)  # no request there before the change
+    assert (await last_status(session)).get("startedAtChange") is None
+    assert [i.insert_text for i in early.items] == [i.insert_text for i in late.items]
 
 
 async def test_completion_items_carry_a_text_edit(session):
