@@ -145,8 +145,8 @@ class InfillServer(LanguageServer):
         self._oom_reported = False
         self._loader: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
-        # Documents the client asks suggestions for, and each one's suggestion started
-        # at its last change (see `prepare`).
+        # Documents the client asks inline suggestions for, and each one's suggestion
+        # started at its last change (see `prepare`).
         self.asks: set[str] = set()
         self.early: dict[str, EarlyFill] = {}
 
@@ -268,7 +268,6 @@ class InfillServer(LanguageServer):
         rest = edits.continue_suggestion(self.last.get(uri), position.line, line_prefix)
         if rest is not None:
             return snap, ctx, rest
-        self.asks.add(uri)
         early = self.early.get(uri)
         if early is not None and (early.version, early.offset) == (
             snap.version,
@@ -294,11 +293,11 @@ class InfillServer(LanguageServer):
         """After an edit, before the editor asks for a suggestion at it: start on it.
 
         Editors ask for an inline suggestion a little after the keystroke (VS Code
-        waits about 50 ms). Once the client has asked for suggestions in a document,
-        the suggestion at the edit's end is computed from the change on, and the
-        request for that place and version awaits it (`early`); before that, only its
-        prompt is prefilled, so the first request finds it encoded. Queued under the
-        document's key, either also stops the document's running request, whose
+        waits about 50 ms). Once the client has asked for inline suggestions in a
+        document, the suggestion at the edit's end is computed from the change on, and
+        the request for that place and version awaits it (`early`); before that, only
+        its prompt is prefilled, so the first request finds it encoded. Queued under
+        the document's key, either also stops the document's running request, whose
         result is for the older version and would be dropped.
         """
         engine, offset = self.engine, snap.edit_end
@@ -508,6 +507,10 @@ def create_server(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions()
     )
     async def inline_completion(ls: InfillServer, params: types.InlineCompletionParams):
+        # An editor that asks for ghost text asks after every keystroke: from now on
+        # the suggestion starts at the change (completion items are asked for only now
+        # and then, so they do not count).
+        ls.asks.add(params.text_document.uri)
         found = await ls.suggest(params.text_document.uri, params.position)
         if found is None:
             return types.InlineCompletionList(items=[])

@@ -135,6 +135,19 @@ async def test_once_asked_the_suggestion_starts_at_the_change(session):
     assert [i.insert_text for i in early.items] == [i.insert_text for i in late.items]
 
 
+async def test_completion_requests_alone_only_prefill_at_changes(session):
+    session.open(URI, LONG)
+    await session.client.text_document_completion_async(
+        types.CompletionParams(text_document=doc(), position=types.Position(70, 8))
+    )
+    at = types.Position(40, 0)
+    session.change(URI, types.Range(at, at), "total = ")
+    await asyncio.sleep(1.0)
+    await session.inline(URI, 40, 8)
+    last = await last_status(session)
+    assert last.get("startedAtChange") is None and last["prefilledTokens"] == 0
+
+
 async def test_completion_items_carry_a_text_edit(session):
     session.open(URI, SOURCE)
     result = await session.client.text_document_completion_async(
