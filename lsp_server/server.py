@@ -113,6 +113,15 @@ class EarlyFill:
     offset: int
     task: asyncio.Future
 
+    def serves(self, version: int, offset: int) -> bool:
+        """Whether a request at `offset` of `version` can take this fill over: the
+        same place, and not already ended without a result (superseded by a request
+        elsewhere, say)."""
+        if (self.version, self.offset) != (version, offset):
+            return False
+        task = self.task
+        return not task.done() or (not task.cancelled() and task.result() is not None)
+
 
 class InfillServer(LanguageServer):
     """All mutable server state lives here.
@@ -269,10 +278,7 @@ class InfillServer(LanguageServer):
         if rest is not None:
             return snap, ctx, rest
         early = self.early.get(uri)
-        if early is not None and (early.version, early.offset) == (
-            snap.version,
-            offset,
-        ):
+        if early is not None and early.serves(snap.version, offset):
             # Started when the change arrived; shielded, as a second request for the
             # same place may be waiting on it too.
             began = time.perf_counter()

@@ -76,3 +76,19 @@ async def test_cancelling_the_awaiting_task_sets_the_flag():
         await asyncio.sleep(0.01)
     assert seen.is_set()
     scheduler.close()
+
+
+async def test_an_early_fill_serves_its_place_unless_it_ended_empty():
+    from lsp_server.server import EarlyFill
+
+    loop = asyncio.get_running_loop()
+    running = EarlyFill(3, 10, loop.create_future())
+    assert running.serves(3, 10)
+    assert not running.serves(4, 10) and not running.serves(3, 11)
+    done, empty, cancelled = (loop.create_future() for _ in range(3))
+    done.set_result("x = 1")
+    empty.set_result(None)  # superseded by a request elsewhere
+    cancelled.cancel()
+    assert EarlyFill(3, 10, done).serves(3, 10)
+    assert not EarlyFill(3, 10, empty).serves(3, 10)
+    assert not EarlyFill(3, 10, cancelled).serves(3, 10)
