@@ -2,8 +2,9 @@
 
 Each handler takes its params to a frozen snapshot, calls pure functions (context,
 postprocess, edits) and the engine through the scheduler, and returns lsprotocol
-results. Nothing here raises to the client for bad input: an empty result and a log
-line.
+results. A change to a document also starts work on the suggestion at its end, which
+the editor asks for a little later (`InfillServer.prepare`). Nothing here raises to the
+client for bad input: an empty result and a log line.
 """
 
 from __future__ import annotations
