@@ -145,9 +145,9 @@ async def typing(
 
     Each keystroke is a didChange and, `pause` seconds later (an editor's debounce),
     an inline request, awaited before the next keystroke (a typist slower than the
-    server). Consecutive prompts extend each other,
-    so the prefill is mostly reused; keystrokes that type through the last suggestion
-    are answered without the engine. Samples carry `engine` (whether the engine ran).
+    server). Consecutive prompts extend each other, so the prefill is mostly reused;
+    keystrokes that type through the last suggestion are answered without the engine.
+    Samples carry `engine` (whether the engine ran).
     """
     text = path.read_text(encoding="utf-8")
     uri = f"file:///bench/{kind}/{path.name}"

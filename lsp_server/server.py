@@ -271,11 +271,8 @@ class InfillServer(LanguageServer):
         offset = self.offset(snap, position)
         if offset is None:
             return None
-        line_prefix = snap.text[snap.lines.starts[position.line] : offset]
-        ctx = context.at_cursor(
-            snap, offset, self.trees.tree(snap), self.settings.span_size
-        )
-        rest = edits.continue_suggestion(self.last.get(uri), position.line, line_prefix)
+        line_prefix, rest = self.typed_through(snap, position.line, offset)
+        ctx = self.context_at(snap, offset)
         if rest is not None:
             return snap, ctx, rest
         early = self.early.get(uri)
@@ -296,6 +293,21 @@ class InfillServer(LanguageServer):
             self.last[uri] = edits.LastSuggestion(position.line, line_prefix, text)
         return (snap, ctx, text) if text is not None else None
 
+    def typed_through(
+        self, snap: Snapshot, line: int, offset: int
+    ) -> tuple[str, str | None]:
+        """The text of `line` before `offset`, and the rest of the document's last
+        suggestion if that text has typed through its start (else None)."""
+        line_prefix = snap.text[snap.lines.starts[line] : offset]
+        last = self.last.get(snap.uri)
+        return line_prefix, edits.continue_suggestion(last, line, line_prefix)
+
+    def context_at(self, snap: Snapshot, offset: int) -> InfillContext:
+        """The infill context of a cursor at `offset`."""
+        return context.at_cursor(
+            snap, offset, self.trees.tree(snap), self.settings.span_size
+        )
+
     def prepare(self, snap: Snapshot) -> None:
         """After an edit, before the editor asks for a suggestion at it: start on it.
 
@@ -314,16 +326,9 @@ class InfillServer(LanguageServer):
             or not self.settings.serves(snap.language_id)
         ):
             return
-        line = snap.lines.line_of(offset)
-        line_prefix = snap.text[snap.lines.starts[line] : offset]
-        if (
-            edits.continue_suggestion(self.last.get(snap.uri), line, line_prefix)
-            is not None
-        ):
+        if self.typed_through(snap, snap.lines.line_of(offset), offset)[1] is not None:
             return  # typed through the last suggestion: no engine needed
-        ctx = context.at_cursor(
-            snap, offset, self.trees.tree(snap), self.settings.span_size
-        )
+        ctx = self.context_at(snap, offset)
         if snap.uri in self.asks:
             fill = asyncio.ensure_future(self.infill(snap, ctx, key=snap.uri))
             self.early[snap.uri] = EarlyFill(snap.version, offset, fill)
