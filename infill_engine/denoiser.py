@@ -7,10 +7,9 @@ is reused, cut or extended, for the first tokens a later prompt shares with it.
 
 A step computes logits only for a *window* of canvas positions (the span slots): the LM
 head, its softcap and the self-conditioning soft embeddings cost vocabulary-sized work
-per
-position, and pinned positions need none of it. Pinned positions outside the window are
-self-conditioned on their own token (a one-hot distribution). With the window covering
-the whole canvas, the forward is exactly transformers'
+per position, and pinned positions need none of it. Pinned positions outside the window
+are self-conditioned on their own token (a one-hot distribution). With the window
+covering the whole canvas, the forward is exactly transformers'
 `DiffusionGemmaForBlockDiffusion`.
 
 A step is either *full* (every canvas position runs through the decoder) or
@@ -19,6 +18,13 @@ the positions outside the window had at the last full step (Fast-dLLM's dual cac
 Pinned positions are most of the canvas, so a window-only step of a line span costs
 about a sixth of a full one; their keys are stale only in what they saw of the span's
 noise. With the same canvas, a window-only step equals the full one.
+
+Nothing is computed that no one reads. The last layer's output matters only where the
+head reads it, so in a full step that layer runs the window's positions alone, against
+keys and values computed for the others (all they give the window); in a prefill it
+only computes and stores its keys and values, since the decoder reads the cache and
+never the encoder's output. Both are exact: a quarter of the prefill and most of a
+quarter of a full step were work for nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from typing import Any, Protocol
 
 import torch
 from transformers.cache_utils import DynamicCache
+from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
+    apply_rotary_pos_emb,
+)
 
 
 @dataclass
@@ -131,9 +140,9 @@ class DiffusionGemmaDenoiser:
         if done < len(key):
             new = prompt_ids[:, done:].to(self.device)
             positions = torch.arange(done, len(key), device=self.device).unsqueeze(0)
-            out = self.model.model.encoder(
-                input_ids=new, cache=cache, position_ids=positions
-            )
+            encoder = self.model.model.encoder
+            with _keys_only(encoder.language_model):
+                out = encoder(input_ids=new, cache=cache, position_ids=positions)
             cache = out.cache
             self.prefill_tokens_computed += len(key) - done
         self._remember(key, cache)
@@ -283,9 +292,14 @@ def window_logits(
         config=dec.text_config, inputs_embeds=hidden, cache=cache
     )
     layers = dec.layers[: dec.text_config.num_hidden_layers]
-    with nullcontext() if record is None else _recording(layers, record):
-        hidden = _run_layers(dec, hidden, positions, cache, masks)
-    return _head(model, hidden[:, window])
+    last_type = dec.text_config.layer_types[len(layers) - 1]
+    whole = window.start == 0 and window.stop >= canvas.shape[1]
+    # The last layer on the window alone needs no mask (what window-only steps assume).
+    rows = None if whole or masks[last_type] is not None else window
+    recorded = layers if rows is None else layers[:-1]
+    with nullcontext() if record is None else _recording(recorded, record):
+        hidden = _run_layers(dec, hidden, positions, cache, masks, rows, record)
+    return _head(model, hidden if rows is not None else hidden[:, window])
 
 
 def window_only_logits(
@@ -318,11 +332,28 @@ def window_only_logits(
 
 
 def _run_layers(
-    dec: Any, hidden: torch.Tensor, positions: torch.Tensor, cache: Any, masks: Any
+    dec: Any,
+    hidden: torch.Tensor,
+    positions: torch.Tensor,
+    cache: Any,
+    masks: Any,
+    rows: slice | None = None,
+    record: ContextCache | None = None,
 ) -> torch.Tensor:
+    """The decoder layers over (B, L, H) hidden states.
+
+    `rows`: the positions whose output is read; the last layer then runs those alone,
+    and returns (B, len(rows), H). The other positions' keys and values for it are
+    appended to `record` when given (the hooks of `_recording` see the other layers).
+    """
     layer_types = dec.text_config.layer_types
     rope = {t: dec.rotary_emb(hidden, positions, t) for t in dec.unique_layer_types}
-    for i, layer in enumerate(dec.layers[: dec.text_config.num_hidden_layers]):
+    layers = dec.layers[: dec.text_config.num_hidden_layers]
+    for i, layer in enumerate(layers):
+        if rows is not None and i == len(layers) - 1:
+            return _last_layer_rows(
+                layer, hidden, positions, rope[layer_types[i]], cache, rows, record
+            )
         hidden = layer(
             hidden,
             position_embeddings=rope[layer_types[i]],
@@ -331,6 +362,85 @@ def _run_layers(
             cache=cache,
         )
     return hidden
+
+
+def _last_layer_rows(
+    layer: Any,
+    hidden: torch.Tensor,
+    positions: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    cache: Any,
+    rows: slice,
+    record: ContextCache | None,
+) -> torch.Tensor:
+    """`layer`'s output at `rows` only: those positions attend to the prompt, to the
+    keys and values of the other positions (computed, nothing more) and to their own."""
+    attn = layer.self_attn
+    cos, sin = rope
+    keys, values = _keys_values(
+        attn,
+        layer.input_layernorm(_outside(hidden, rows)),
+        (_outside(cos, rows), _outside(sin, rows)),
+    )
+    prompt = cache.layers[attn.layer_idx]
+    kv = _KV(
+        torch.cat([prompt.keys, keys], dim=-2),
+        torch.cat([prompt.values, values], dim=-2),
+    )
+    if record is not None:
+        record.layers.append(kv)
+    context = ContextCache(rows, [kv] * (attn.layer_idx + 1))  # read at layer_idx
+    return layer(
+        hidden[:, rows],
+        position_embeddings=(cos[:, rows], sin[:, rows]),
+        attention_mask=None,
+        position_ids=positions[:, rows],
+        cache=context,
+    )
+
+
+def _outside(t: torch.Tensor, rows: slice) -> torch.Tensor:
+    """(B, L, ...) -> the positions of dim 1 outside `rows`, in order."""
+    return torch.cat([t[:, : rows.start], t[:, rows.stop :]], dim=1)
+
+
+def _keys_values(
+    attn: Any, normed: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values DiffusionGemma's attention `attn` makes of its normed
+    (B, T, H) input, as its forward does before attending: (B, kv_heads, T, head_dim).
+
+    Layers without a value projection use the raw keys as values (full attention)."""
+    shape = (*normed.shape[:-1], -1, attn.head_dim)
+    keys = attn.k_proj(normed).view(shape)
+    values = attn.v_proj(normed).view(shape) if attn.v_proj is not None else keys
+    keys = apply_rotary_pos_emb(attn.k_norm(keys), *rope, unsqueeze_dim=2)
+    return keys.transpose(1, 2), attn.v_norm(values).transpose(1, 2)
+
+
+@contextmanager
+def _keys_only(text_model: Any) -> Iterator[None]:
+    """While active, the encoder's last layer only computes and caches its keys and
+    values, and passes its input through: a prefill's output is never read."""
+    layer = text_model.layers[text_model.config.num_hidden_layers - 1]
+
+    def forward(
+        hidden_states: torch.Tensor,
+        position_embeddings: Any = None,
+        cache: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        keys, values = _keys_values(
+            layer.self_attn, layer.input_layernorm(hidden_states), position_embeddings
+        )
+        cache.update(keys, values, layer.self_attn.layer_idx)
+        return hidden_states
+
+    layer.forward = forward
+    try:
+        yield
+    finally:
+        del layer.forward
 
 
 def _soft_embeddings(
@@ -398,8 +508,7 @@ def _shallow_copy(cache: Any) -> Any:
     """A cache whose layers can be extended or repeated without touching the original.
 
     Cache layers replace their tensors (torch.cat, repeat_interleave) rather than
-    writing
-    into them, so copying the layer objects is enough.
+    writing into them, so copying the layer objects is enough.
     """
     clone = copy.copy(cache)
     clone.layers = [copy.copy(layer) for layer in cache.layers]

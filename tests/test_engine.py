@@ -298,3 +298,16 @@ def test_config_defaults_come_from_the_generation_config():
 def test_bad_denoise_settings_are_rejected_with_a_clear_message(change, message):
     with pytest.raises(ValueError, match=message):
         DenoiseConfig(**change)
+
+
+def test_the_prefill_caches_what_the_whole_encoder_caches(tiny_model, tiny_tokenizer):
+    # The prefill skips all of the encoder's last layer but its keys and values.
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    prompt = torch.tensor([[2] + list(range(10, 50))])
+    ours = engine.denoiser.prefill(prompt, 1, 64).cache
+    with torch.no_grad():
+        theirs = tiny_model.model.encoder(input_ids=prompt).cache
+    assert len(ours.layers) == len(theirs.layers)
+    for a, b in zip(ours.layers, theirs.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys)
+        torch.testing.assert_close(a.values, b.values)
