@@ -354,7 +354,12 @@ class InfillServer(LanguageServer):
             ctx.suffix,
             span_lengths=ctx.span_lengths,
             config=config,
-            validate=postprocess.validator(snap.language_id, ctx),
+            # The parse check only ranks candidates: one span length, one candidate.
+            validate=(
+                postprocess.validator(snap.language_id, ctx)
+                if len(ctx.span_lengths) > 1
+                else None
+            ),
         )
         started = time.perf_counter()
         began: list[float] = []  # when the worker took the job (after queued work)

@@ -1,6 +1,7 @@
 """Faults a real process cannot be made to have: an engine that raises or runs out of
-memory, and requests while the model is still loading. The server is built in-process
-with create_server and its request path is called directly."""
+memory, and requests while the model is still loading; and what the server hands the
+engine. The server is built in-process with create_server and its request path is
+called directly."""
 
 import asyncio
 
@@ -80,4 +81,25 @@ async def test_a_result_for_an_older_version_is_dropped(tiny_model, tiny_tokeniz
 
     engine.fill = fill_then_user_types
     assert await server.infill(snap, ctx, key=snap.uri) is None
+    server.scheduler.close()
+
+
+async def test_candidates_are_parse_checked_only_when_there_are_several(
+    tiny_model, tiny_tokenizer
+):
+    seen = []
+
+    class Recording(InfillEngine):
+        def fill(self, request, cancel=None, on_step=None):
+            seen.append(request)
+            return super().fill(request, cancel, on_step)
+
+    engine = Recording(tiny_model, tiny_tokenizer, resolve("cpu"))
+    server, snap, line, _ = prepared(engine)
+    hole = context.for_hole(snap, context.Hole(0, 0, ""), None)
+    assert len(line.span_lengths) == 1 and len(hole.span_lengths) == 2
+    for ctx in (line, hole):
+        assert isinstance(await server.infill(snap, ctx, key=snap.uri), str)
+    assert seen[0].validate is None  # one candidate: nothing to rank
+    assert not seen[1].validate("(((")  # a fill that breaks the syntax ranks last
     server.scheduler.close()
