@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +41,11 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
     apply_rotary_pos_emb,
 )
+
+
+class Stopped(Exception):
+    """Raised between two layers of a forward whose cancel flag was set
+    (`DiffusionGemmaDenoiser.stoppable`)."""
 
 
 @dataclass
@@ -199,6 +204,30 @@ class DiffusionGemmaDenoiser:
         return window_only_logits(
             self.model, canvas, self_cond, context, state.positions, window, known
         )
+
+    @contextmanager
+    def stoppable(self, cancel: Callable[[], bool]) -> Iterator[None]:
+        """While active, every encoder and decoder layer checks `cancel` first and
+        raises `Stopped` if it is set.
+
+        A stale job then stops within a layer, not at the end of its step or prefill
+        (a full step or a cold prefill takes tens of milliseconds on CPU), and the job
+        after it starts that much sooner. Nothing half-computed is kept: a prefill is
+        stored and a full step's context recorded only once their forward is done.
+        """
+
+        def check(_module: Any, _args: Any) -> None:
+            if cancel():
+                raise Stopped
+
+        inner = self.model.model
+        layers = [*inner.encoder.language_model.layers, *inner.decoder.layers]
+        handles = [layer.register_forward_pre_hook(check) for layer in layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def _nearest(self, key: tuple[int, ...]) -> tuple[Any, int]:
         """A copy of the stored cache sharing the longest start with `key`, cut to it.

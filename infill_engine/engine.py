@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from infill_engine.canvas import (
     round_up,
 )
 from infill_engine.config import DenoiseConfig
-from infill_engine.denoiser import DiffusionGemmaDenoiser
+from infill_engine.denoiser import DiffusionGemmaDenoiser, Stopped
 from infill_engine.device import Placement, sync
 from infill_engine.loop import StepView, denoise
 
@@ -205,8 +206,8 @@ class InfillEngine:
 
         Args:
             request: the texts around the hole and per-request settings.
-            cancel: callable or Event checked between steps; when set, the result is
-                cancelled and empty.
+            cancel: callable or Event checked between steps, and between layers by
+                the model's denoiser; when set, the result is cancelled and empty.
             on_step: called after every step with the canvas (for live views).
 
         Returns:
@@ -217,11 +218,15 @@ class InfillEngine:
         t0 = time.perf_counter()
         batch = self._planned(request)
         t1 = time.perf_counter()
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self._stoppable(is_cancelled):
             encoded = self._encoded()
-            state = self.denoiser.prefill(
-                batch.prompt_ids, len(batch.span_lengths), self.canvas_length
-            )
+            try:
+                state = self.denoiser.prefill(
+                    batch.prompt_ids, len(batch.span_lengths), self.canvas_length
+                )
+            except Stopped:
+                timings = Timings(_ms(t0, t1), _ms(t1, time.perf_counter()))
+                return InfillResult("", True, 0, 0.0, 0, 0.0, (), timings, 0)
             encoded = self._encoded() - encoded
             sync(self.placement)
             t2 = time.perf_counter()
@@ -257,19 +262,29 @@ class InfillEngine:
             prefilled_tokens=encoded,
         )
 
-    def warm(self, request: InfillRequest) -> int:
+    def warm(self, request: InfillRequest, cancel: CancelFlag = None) -> int:
         """Prefill the prompt `request` would have, and keep it for the request.
 
         A language server calls this when the document changes, in the time before the
         editor asks for a suggestion there; the `fill` that follows then finds its
-        prompt encoded. Returns the prompt tokens encoded now.
+        prompt encoded. Returns the prompt tokens encoded now (0 if `cancel` stopped
+        it; nothing is kept then).
         """
         batch = self._planned(request)
-        with self._lock, torch.inference_mode():
+        stop = self._stoppable(_as_callable(cancel))
+        with self._lock, torch.inference_mode(), stop:
             before = self._encoded()
-            self.denoiser.prefill(batch.prompt_ids, 1, self.canvas_length)
+            try:
+                self.denoiser.prefill(batch.prompt_ids, 1, self.canvas_length)
+            except Stopped:
+                return 0
             sync(self.placement)
             return self._encoded() - before
+
+    def _stoppable(self, cancel: Callable[[], bool]) -> AbstractContextManager[Any]:
+        """The denoiser's check of `cancel` between layers, where it has one."""
+        stoppable = getattr(self.denoiser, "stoppable", None)
+        return nullcontext() if stoppable is None else stoppable(cancel)
 
     def _planned(self, request: InfillRequest) -> CanvasBatch:
         """`plan`, kept for the last texts planned (a `warm`, then its `fill`)."""

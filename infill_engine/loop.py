@@ -10,7 +10,7 @@ import torch
 
 from infill_engine.canvas import CanvasBatch
 from infill_engine.config import DenoiseConfig
-from infill_engine.denoiser import Denoiser
+from infill_engine.denoiser import Denoiser, Stopped
 from infill_engine.sampler import EntropyBoundSampler, LinearTemperature, token_entropy
 from infill_engine.stopping import StableAndConfident
 
@@ -62,7 +62,8 @@ def denoise(
 
     1. Initialise: span slots get uniform noise; pinned positions hold their tokens.
     2. For cur_step = N..1, until every row has stopped:
-       a. Return a cancelled outcome if `cancel()` says so (checked between steps).
+       a. Return a cancelled outcome if `cancel()` says so (checked between steps,
+          and within a step by a denoiser that raises `Stopped`).
        b. Run the denoiser with the previous step's logits (self-conditioning) and the
           known positions (pinned, and the slots accepted at the previous step): over
           the whole canvas, or the window only between refreshes (`refresh_every`).
@@ -94,7 +95,10 @@ def denoise(
         if cancel():  # 2.a
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
         full = config.is_full(steps)
-        raw = denoiser(canvas, logits, state, w, known, full=full)  # 2.b  (B, W, V)
+        try:
+            raw = denoiser(canvas, logits, state, w, known, full=full)  # 2.b (B,W,V)
+        except Stopped:  # the cancel flag, seen by the denoiser within the step
+            return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
         steps += 1
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]

@@ -337,7 +337,9 @@ class InfillServer(LanguageServer):
             request = InfillRequest(
                 ctx.prefix, ctx.suffix, span_lengths=ctx.span_lengths
             )
-            job = self.scheduler.run(snap.uri, lambda stale: engine.warm(request))
+            job = self.scheduler.run(
+                snap.uri, lambda stale: engine.warm(request, stale)
+            )
             task = asyncio.ensure_future(_logged(job, f"prefill for {snap.uri}"))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

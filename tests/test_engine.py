@@ -311,3 +311,45 @@ def test_the_prefill_caches_what_the_whole_encoder_caches(tiny_model, tiny_token
     for a, b in zip(ours.layers, theirs.layers, strict=True):
         torch.testing.assert_close(a.keys, b.keys)
         torch.testing.assert_close(a.values, b.values)
+
+
+class CancelAt:
+    """A cancel flag that turns on at its `at`-th check (the loop checks it before
+    each step, the denoiser before each layer)."""
+
+    def __init__(self, at: int):
+        self.at, self.checks = at, 0
+
+    def __call__(self) -> bool:
+        self.checks += 1
+        return self.checks >= self.at
+
+
+def test_a_cancel_seen_inside_the_prefill_stops_it_and_stores_nothing(
+    tiny_model, tiny_tokenizer
+):
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    cancel = CancelAt(2)  # before the encoder's second layer
+    result = engine.fill(REQUEST, cancel)
+    assert result.cancelled and result.text == "" and result.steps == 0
+    assert cancel.checks == 2  # no layer ran after the flag was seen
+    assert not engine.denoiser._store and engine.denoiser.prefill_tokens_computed == 0
+    fresh = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    assert engine.fill(REQUEST).text == fresh.fill(REQUEST).text
+    assert engine.warm(REQUEST, CancelAt(1)) == 0
+
+
+def test_a_cancel_seen_inside_a_step_stops_it_there(tiny_model, tiny_tokenizer):
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"))
+    layers = tiny_model.config.text_config.num_hidden_layers
+    # The prefill's layers, the loop's check before step 1, then the decoder's
+    # second layer of step 1.
+    cancel = CancelAt(layers + 1 + 2)
+    result = engine.fill(REQUEST, cancel)
+    assert result.cancelled and result.steps == 0
+    assert cancel.checks == layers + 3
+    # Without the flag the hooks are gone: the same request runs to the end.
+    assert not engine.fill(REQUEST).cancelled
+    assert all(
+        not layer._forward_pre_hooks for layer in tiny_model.model.decoder.layers
+    )
