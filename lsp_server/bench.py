@@ -4,8 +4,9 @@ Inline-completion requests at many cursor positions of real Python files (single
 and multi-line spans), rewrite actions, and lines retyped keystroke by keystroke (each
 keystroke a didChange and an inline request, as an editor sends them), in the short
 example file and deep in a long module (there also with the editor's debounce between
-the two), and first keystrokes at new places of that module, asked for after the
-debounce. Per request kind: p50/p95/max latency as the client sees it, steps, tokens
+the two, and typed fast, a key every 100 ms without waiting for answers, timed at the
+end of each word), and first keystrokes at new places of that module, asked for after
+the debounce. Per request kind: p50/p95/max latency as the client sees it, steps, tokens
 per forward, and the split into queue (waiting for the engine's thread), prefill,
 denoise, post-processing and protocol (client latency minus time in the server's
 handler). A request whose suggestion was started when its change arrived waited only
@@ -35,6 +36,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LONG_FILE_AFTER = PREFIX_CHARS + 2000
 # VS Code asks for an inline suggestion about this long after a keystroke.
 EDITOR_DEBOUNCE_S = 0.05
+# A fast typist: a key every 100 ms (120 words a minute), a pause after each word.
+FAST_KEY_S = 0.1
+WORD_PAUSE_S = 0.4
 
 
 def workload_files() -> list[Path]:
@@ -102,15 +106,21 @@ async def measure(session: Session, kind: str, request: Any) -> dict[str, Any]:
     """Time one request (an un-awaited coroutine), then read the server's split."""
     start = time.perf_counter()
     result = await request
-    latency = (time.perf_counter() - start) * 1000
+    return await sample(session, kind, (time.perf_counter() - start) * 1000, result)
+
+
+async def sample(
+    session: Session, kind: str, latency: float, result: Any
+) -> dict[str, Any]:
+    """One answered request's figures: its latency and the server's split of it."""
     last = dict((await session.command("infill.status")).get("last") or {})
-    sample = {"kind": kind, "latency_ms": latency, **last}
+    figures = {"kind": kind, "latency_ms": latency, **last}
     server = last.get("serverMs")
-    sample["protocol_ms"] = latency - server if server is not None else None
-    sample["items"] = (
+    figures["protocol_ms"] = latency - server if server is not None else None
+    figures["items"] = (
         len(getattr(result, "items", ()) or ()) if result is not None else 0
     )
-    return sample
+    return figures
 
 
 def typing_lines(text: str, count: int, after: int = 0) -> list[int]:
@@ -176,6 +186,55 @@ async def typing(
             before = current
             sample["kind"] = kind
             samples.append(sample)
+    return samples
+
+
+async def typing_fast(
+    session: Session, count: int, path: Path, kind: str, after: int = 0
+) -> list[dict[str, Any]]:
+    """Retype `count` lines of `path` (from character `after` on) word by word, a key
+    every `FAST_KEY_S` seconds, as a fast typist does, without waiting for answers.
+
+    As an editor does, each keystroke is a didChange and, the debounce later, an inline
+    request; a newer keystroke makes the older request stale (the server answers it
+    empty). After each word the typist pauses: the sample is the word's last request,
+    the suggestion the user sees, timed from when it was sent.
+    """
+    text = path.read_text(encoding="utf-8")
+    uri = f"file:///bench/{kind}/{path.name}"
+    session.open(uri, text)
+    samples: list[dict[str, Any]] = []
+    lines = text.split("\n")
+    for line in typing_lines(text, count, after):
+        full = lines[line]
+        indent = len(full) - len(full.lstrip())
+        cut = types.Range(
+            types.Position(line=line, character=indent),
+            types.Position(line=line, character=len(full)),
+        )
+        session.change(uri, cut, "")
+        pending: list[asyncio.Future] = []
+        before = None
+        for column in range(indent, len(full)):
+            at = types.Position(line=line, character=column)
+            session.change(uri, types.Range(at, at), full[column])
+            await asyncio.sleep(EDITOR_DEBOUNCE_S)
+            sent = time.perf_counter()
+            pending.append(asyncio.ensure_future(session.inline(uri, line, column + 1)))
+            if full[column] != " " and column + 1 < len(full):
+                await asyncio.sleep(FAST_KEY_S - EDITOR_DEBOUNCE_S)
+                continue
+            last = pending.pop()
+            await asyncio.gather(*pending)  # answered empty: superseded
+            pending.clear()
+            result = await last
+            latency = (time.perf_counter() - sent) * 1000
+            word = {**(await sample(session, kind, latency, result)), "kind": kind}
+            current = {k: word.get(k) for k in ("serverMs", "prefillMs", "steps")}
+            word["engine"] = current != before
+            before = current
+            samples.append(word)
+            await asyncio.sleep(WORD_PAUSE_S)
     return samples
 
 
@@ -248,6 +307,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "typing, long file, 50 ms debounce",
         after=LONG_FILE_AFTER,
         pause=EDITOR_DEBOUNCE_S,
+    )
+    samples += await typing_fast(
+        session,
+        args.typing,
+        long_file,
+        "typing fast, long file (after a word)",
+        after=LONG_FILE_AFTER,
     )
     samples += await first_keystrokes(
         session, args.per_kind, long_file, "first keystroke, long file"
