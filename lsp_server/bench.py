@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,27 @@ def typing_lines(text: str, count: int, after: int = 0) -> list[int]:
     return found[::step][:count]
 
 
+def cleared_lines(
+    session: Session, count: int, path: Path, kind: str, after: int
+) -> Iterator[tuple[str, int, str, int]]:
+    """Open `path` as a new document; then, one at a time, clear each of `count` typing
+    lines (from character `after` on) after its indent, and yield (uri, line, the line's
+    text, its indent) for it to be retyped."""
+    text = path.read_text(encoding="utf-8")
+    uri = f"file:///bench/{kind}/{path.name}"
+    session.open(uri, text)
+    lines = text.split("\n")
+    for line in typing_lines(text, count, after):
+        full = lines[line]
+        indent = len(full) - len(full.lstrip())
+        cut = types.Range(
+            types.Position(line=line, character=indent),
+            types.Position(line=line, character=len(full)),
+        )
+        session.change(uri, cut, "")
+        yield uri, line, full, indent
+
+
 async def typing(
     session: Session,
     count: int,
@@ -159,19 +181,8 @@ async def typing(
     keystrokes that type through the last suggestion are answered without the engine.
     Samples carry `engine` (whether the engine ran).
     """
-    text = path.read_text(encoding="utf-8")
-    uri = f"file:///bench/{kind}/{path.name}"
-    session.open(uri, text)
     samples: list[dict[str, Any]] = []
-    lines = text.split("\n")
-    for line in typing_lines(text, count, after):
-        full = lines[line]
-        indent = len(full) - len(full.lstrip())
-        cut = types.Range(
-            types.Position(line=line, character=indent),
-            types.Position(line=line, character=len(full)),
-        )
-        session.change(uri, cut, "")
+    for uri, line, full, indent in cleared_lines(session, count, path, kind, after):
         before = None
         for column in range(indent, len(full)):
             at = types.Position(line=line, character=column)
@@ -200,19 +211,8 @@ async def typing_fast(
     empty). After each word the typist pauses: the sample is the word's last request,
     the suggestion the user sees, timed from when it was sent.
     """
-    text = path.read_text(encoding="utf-8")
-    uri = f"file:///bench/{kind}/{path.name}"
-    session.open(uri, text)
     samples: list[dict[str, Any]] = []
-    lines = text.split("\n")
-    for line in typing_lines(text, count, after):
-        full = lines[line]
-        indent = len(full) - len(full.lstrip())
-        cut = types.Range(
-            types.Position(line=line, character=indent),
-            types.Position(line=line, character=len(full)),
-        )
-        session.change(uri, cut, "")
+    for uri, line, full, indent in cleared_lines(session, count, path, kind, after):
         pending: list[asyncio.Future] = []
         before = None
         for column in range(indent, len(full)):
