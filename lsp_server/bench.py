@@ -224,11 +224,10 @@ async def typing_fast(
             if full[column] != " " and column + 1 < len(full):
                 await asyncio.sleep(FAST_KEY_S - EDITOR_DEBOUNCE_S)
                 continue
-            last = pending.pop()
+            result = await pending.pop()
+            latency = (time.perf_counter() - sent) * 1000
             await asyncio.gather(*pending)  # answered empty: superseded
             pending.clear()
-            result = await last
-            latency = (time.perf_counter() - sent) * 1000
             word = {**(await sample(session, kind, latency, result)), "kind": kind}
             current = {k: word.get(k) for k in ("serverMs", "prefillMs", "steps")}
             word["engine"] = current != before
