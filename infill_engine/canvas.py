@@ -58,8 +58,7 @@ def plan_canvas(
     """Lay out prefix, span slots and suffix for each span length.
 
     The context budget is `canvas_length - max(span_lengths)`; the prefix tail gets up
-    to
-    half of it (more when the suffix is short), the suffix head the rest of its row.
+    to half of it (more when the suffix is short), the suffix head the rest of its row.
 
     Args:
         prefix_ids: token ids of the text before the span.
@@ -82,16 +81,17 @@ def plan_canvas(
         raise ValueError(f"max_prompt_tokens must be >= 1 (got {max_prompt_tokens})")
     if prompt_step < 1:
         raise ValueError(f"prompt_step must be >= 1 (got {prompt_step})")
-    batch = _plan(prefix_ids, suffix_ids, span_lengths, canvas_length, bos_id, pad_id)
     # Dropping prefix tokens can move the tail/suffix split when little prefix is left,
     # so re-plan until the prompt fits; every pass drops at least one step.
     limit = max_prompt_tokens or len(prefix_ids) + 1
-    while (excess := batch.prompt_ids.shape[1] - limit) > 0:
-        prefix_ids = prefix_ids[round_up(excess, prompt_step) :]
+    while True:
         batch = _plan(
             prefix_ids, suffix_ids, span_lengths, canvas_length, bos_id, pad_id
         )
-    return batch
+        excess = batch.prompt_ids.shape[1] - limit
+        if excess <= 0:
+            return batch
+        prefix_ids = prefix_ids[round_up(excess, prompt_step) :]
 
 
 def _plan(

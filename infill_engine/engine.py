@@ -39,6 +39,8 @@ _CHARS_PER_TOKEN = 8
 # The far prefix is dropped this many characters, then tokens, at a time.
 _CHAR_STEP = 256
 _PROMPT_STEP = 32
+# What a plan depends on: the prefix, the suffix and the span lengths asked for.
+_PlanKey = tuple[str, str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,7 @@ class InfillEngine:
         self.bos_id = _special_id(tokenizer, model, "bos")
         self.pad_id = _special_id(tokenizer, model, "pad")
         self._lock = threading.Lock()
-        self._last_plan: tuple[tuple[str, str, tuple[int, ...]], CanvasBatch] | None = (
-            None
-        )
+        self._last_plan: tuple[_PlanKey, CanvasBatch] | None = None
 
     @classmethod
     def load(
