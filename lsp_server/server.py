@@ -281,12 +281,14 @@ class InfillServer(LanguageServer):
             # same place may be waiting on it too.
             began = time.perf_counter()
             text = await asyncio.shield(early.task)
-            # What this request waited, not the whole job (the status bar shows it).
-            self.last_latency_ms = (time.perf_counter() - began) * 1000
-            self.last_timings = self.last_timings | {
-                "serverMs": self.last_latency_ms,
-                "startedAtChange": True,
-            }
+            if text is not None:
+                # What this request waited, not the whole job (the status bar shows
+                # it). A fill that went stale answered nothing: it reports nothing.
+                self.last_latency_ms = (time.perf_counter() - began) * 1000
+                self.last_timings = self.last_timings | {
+                    "serverMs": self.last_latency_ms,
+                    "startedAtChange": True,
+                }
         else:
             text = await self.infill(snap, ctx, key=uri)
         if text:
@@ -399,6 +401,10 @@ class InfillServer(LanguageServer):
         done = time.perf_counter()
         self.last_latency_ms = (done - started) * 1000
         self.last_timings = {
+            # Which document version the engine answered: a request answered without
+            # it (typed through a suggestion) leaves an older one here.
+            "uri": snap.uri,
+            "version": snap.version,
             "kind": ctx.kind,
             "steps": result.steps,
             "tokensPerForward": result.tokens_per_forward,

@@ -1,17 +1,20 @@
 """Faults a real process cannot be made to have: an engine that raises or runs out of
-memory, and requests while the model is still loading; and what the server hands the
-engine. The server is built in-process with create_server and its request path is
-called directly."""
+memory, requests while the model is still loading, a fill that goes stale while a
+request waits on it; and what the server hands the engine and reports of its answers.
+The server is built in-process with create_server and its request path is called
+directly."""
 
 import asyncio
 
 import pytest
 import torch
+from pygls.workspace.position_codec import PositionCodec
 
 from infill_engine import InfillEngine
 from infill_engine.device import resolve
 from lsp_server import context
-from lsp_server.server import create_server
+from lsp_server.positions import to_position
+from lsp_server.server import EarlyFill, InfillServer, create_server
 
 
 class FlakyEngine(InfillEngine):
@@ -102,4 +105,35 @@ async def test_candidates_are_parse_checked_only_when_there_are_several(
         assert isinstance(await server.infill(snap, ctx, key=snap.uri), str)
     assert seen[0].validate is None  # one candidate: nothing to rank
     assert not seen[1].validate("(((")  # a fill that breaks the syntax ranks last
+    server.scheduler.close()
+
+
+async def test_the_status_names_the_version_the_engine_answered(
+    tiny_model, tiny_tokenizer
+):
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"), span_lengths=(8,))
+    server, snap, ctx, _ = prepared(engine)
+    assert isinstance(await server.infill(snap, ctx, key=snap.uri), str)
+    last = server.status()["last"]
+    assert (last["uri"], last["version"]) == (snap.uri, 1)
+    server.scheduler.close()
+
+
+async def test_a_request_whose_early_fill_went_stale_leaves_the_status_alone(
+    tiny_model, tiny_tokenizer, monkeypatch
+):
+    # No client initialised this server: give it the default position encoding.
+    monkeypatch.setattr(InfillServer, "codec", PositionCodec())
+    engine = InfillEngine(tiny_model, tiny_tokenizer, resolve("cpu"), span_lengths=(8,))
+    server, snap, ctx, _ = prepared(engine)
+    await server.infill(snap, ctx, key=snap.uri)
+    before = server.status()
+    stale = asyncio.get_running_loop().create_future()
+    server.early[snap.uri] = EarlyFill(snap.version, ctx.start, stale)
+    position = to_position(snap.lines, ctx.start, server.codec)
+    waiting = asyncio.ensure_future(server.suggest(snap.uri, position))
+    await asyncio.sleep(0.05)
+    stale.set_result(None)  # superseded by a newer change: it answers nothing
+    assert await waiting is None
+    assert server.status() == before
     server.scheduler.close()
