@@ -103,19 +103,31 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def measure(session: Session, kind: str, request: Any) -> dict[str, Any]:
+async def measure(
+    session: Session, kind: str, request: Any, uri: str | None = None
+) -> dict[str, Any]:
     """Time one request (an un-awaited coroutine), then read the server's split."""
     start = time.perf_counter()
     result = await request
-    return await sample(session, kind, (time.perf_counter() - start) * 1000, result)
+    latency = (time.perf_counter() - start) * 1000
+    return await sample(session, kind, latency, result, uri)
 
 
 async def sample(
-    session: Session, kind: str, latency: float, result: Any
+    session: Session, kind: str, latency: float, result: Any, uri: str | None = None
 ) -> dict[str, Any]:
-    """One answered request's figures: its latency and the server's split of it."""
+    """One answered request's figures: its latency and the server's split of it.
+
+    With `uri`, the request was for that document's current version, and `engine`
+    says whether the engine answered it: the server's last engine answer is for that
+    version. An answer without the engine (typed through a suggestion) leaves the
+    split of an older version there, which must not count.
+    """
     last = dict((await session.command("infill.status")).get("last") or {})
     figures = {"kind": kind, "latency_ms": latency, **last}
+    if uri is not None:
+        answered = (last.get("uri"), last.get("version"))
+        figures["engine"] = answered == (uri, session.versions[uri])
     server = last.get("serverMs")
     figures["protocol_ms"] = latency - server if server is not None else None
     figures["items"] = (
@@ -183,20 +195,13 @@ async def typing(
     """
     samples: list[dict[str, Any]] = []
     for uri, line, full, indent in cleared_lines(session, count, path, kind, after):
-        before = None
         for column in range(indent, len(full)):
             at = types.Position(line=line, character=column)
             session.change(uri, types.Range(at, at), full[column])
             if pause:
                 await asyncio.sleep(pause)
-            sample = await measure(
-                session, "typing", session.inline(uri, line, column + 1)
-            )
-            current = {k: sample.get(k) for k in ("serverMs", "prefillMs", "steps")}
-            sample["engine"] = current != before
-            before = current
-            sample["kind"] = kind
-            samples.append(sample)
+            request = session.inline(uri, line, column + 1)
+            samples.append(await measure(session, kind, request, uri))
     return samples
 
 
@@ -214,7 +219,6 @@ async def typing_fast(
     samples: list[dict[str, Any]] = []
     for uri, line, full, indent in cleared_lines(session, count, path, kind, after):
         pending: list[asyncio.Future] = []
-        before = None
         for column in range(indent, len(full)):
             at = types.Position(line=line, character=column)
             session.change(uri, types.Range(at, at), full[column])
@@ -228,11 +232,7 @@ async def typing_fast(
             latency = (time.perf_counter() - sent) * 1000
             await asyncio.gather(*pending)  # answered empty: superseded
             pending.clear()
-            word = {**(await sample(session, kind, latency, result)), "kind": kind}
-            current = {k: word.get(k) for k in ("serverMs", "prefillMs", "steps")}
-            word["engine"] = current != before
-            before = current
-            samples.append(word)
+            samples.append(await sample(session, kind, latency, result, uri))
             await asyncio.sleep(WORD_PAUSE_S)
     return samples
 
@@ -257,11 +257,8 @@ async def first_keystrokes(
         end = types.Position(line=line, character=len(full))
         session.change(uri, types.Range(end, end), "\n" + indent)
         await asyncio.sleep(EDITOR_DEBOUNCE_S)
-        sample = await measure(
-            session, kind, session.inline(uri, line + 1, len(indent))
-        )
-        sample["kind"] = kind
-        samples.append(sample)
+        request = session.inline(uri, line + 1, len(indent))
+        samples.append(await measure(session, kind, request, uri))
         new_line_end = types.Position(line=line + 1, character=len(indent))
         session.change(uri, types.Range(end, new_line_end), "")
         await asyncio.sleep(0.5)
@@ -280,7 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for kind, places in spots.items():
             for line, char in places:
                 request = session.inline(uri, line, char)
-                samples.append(await measure(session, kind, request))
+                samples.append(await measure(session, kind, request, uri))
         lines = text.split("\n")
         for line, char in spots["single-line"][: args.rewrites]:
             selection = {
@@ -292,7 +289,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 data={"uri": uri, "version": 1, "kind": "rewrite", "range": selection},
             )
             request = session.client.code_action_resolve_async(action)
-            samples.append(await measure(session, "rewrite", request))
+            samples.append(await measure(session, "rewrite", request, uri))
     samples += await typing(session, args.typing, EXAMPLES / "stats.py", "typing")
     # Deep in a long module, where the prefix is longer than the context budget.
     long_file = max(workload_files(), key=lambda f: f.stat().st_size)
