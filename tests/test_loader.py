@@ -114,5 +114,12 @@ def test_cpu_dtype_follows_the_processor_unless_overridden(monkeypatch):
     with pytest.raises(ValueError, match="INFILL_CPU_DTYPE must be one of"):
         resolve("cpu")
     monkeypatch.delenv("INFILL_CPU_DTYPE")
-    amx = torch.cpu._is_amx_tile_supported()
-    assert resolve("cpu").dtype == (torch.bfloat16 if amx else torch.float32)
+    for amx, avx512_bf16, dtype in [
+        (False, False, torch.float32),
+        (True, False, torch.bfloat16),
+        (False, True, torch.bfloat16),
+    ]:
+        cpu = torch.cpu
+        monkeypatch.setattr(cpu, "_is_amx_tile_supported", lambda a=amx: a)
+        monkeypatch.setattr(cpu, "_is_avx512_bf16_supported", lambda b=avx512_bf16: b)
+        assert resolve("cpu").dtype == dtype
