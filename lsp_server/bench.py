@@ -104,7 +104,7 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def measure(
-    session: Session, kind: str, request: Any, uri: str | None = None
+    session: Session, kind: str | None, request: Any, uri: str | None = None
 ) -> dict[str, Any]:
     """Time one request (an un-awaited coroutine), then read the server's split."""
     start = time.perf_counter()
@@ -114,9 +114,16 @@ async def measure(
 
 
 async def sample(
-    session: Session, kind: str, latency: float, result: Any, uri: str | None = None
+    session: Session,
+    kind: str | None,
+    latency: float,
+    result: Any,
+    uri: str | None = None,
 ) -> dict[str, Any]:
     """One answered request's figures: its latency and the server's split of it.
+
+    `kind` names the figures' row; None names it by the span kind the server chose
+    (line, expression, block, selection).
 
     With `uri`, the request was for that document's current version, and `engine`
     says whether the engine answered it: the server's last engine answer is for that
@@ -124,7 +131,7 @@ async def sample(
     split of an older version there, which must not count.
     """
     last = dict((await session.command("infill.status")).get("last") or {})
-    figures = {"kind": kind, "latency_ms": latency, **last}
+    figures = {**last, "kind": kind or last.get("kind"), "latency_ms": latency}
     if uri is not None:
         answered = (last.get("uri"), last.get("version"))
         figures["engine"] = answered == (uri, session.versions[uri])
@@ -274,10 +281,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         session.open(uri, text)
         spots = positions(text, args.per_kind)
-        for kind, places in spots.items():
+        for places in spots.values():
             for line, char in places:
                 request = session.inline(uri, line, char)
-                samples.append(await measure(session, kind, request, uri))
+                samples.append(await measure(session, None, request, uri))
         lines = text.split("\n")
         for line, char in spots["single-line"][: args.rewrites]:
             selection = {
@@ -289,7 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 data={"uri": uri, "version": 1, "kind": "rewrite", "range": selection},
             )
             request = session.client.code_action_resolve_async(action)
-            samples.append(await measure(session, "rewrite", request, uri))
+            samples.append(await measure(session, None, request, uri))
     samples += await typing(session, args.typing, EXAMPLES / "stats.py", "typing")
     # Deep in a long module, where the prefix is longer than the context budget.
     long_file = max(workload_files(), key=lambda f: f.stat().st_size)

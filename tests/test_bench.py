@@ -52,3 +52,27 @@ def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):
     assert race["autoregressive_forwards"] == 8 and race["diffusion_steps"] > 0
     table = format_report({"overhead": overhead, "vs_autoregressive": race})
     assert "as configured (refresh every 0)" in table
+
+
+class StatusOnly:
+    """A session whose server last answered version 3 of a.py with a line span."""
+
+    def __init__(self):
+        self.versions = {"file:///a.py": 3, "file:///b.py": 1}
+
+    async def command(self, name):
+        assert name == "infill.status"
+        last = {"uri": "file:///a.py", "version": 3, "kind": "line", "serverMs": 9.0}
+        return {"last": last}
+
+
+async def test_a_sample_is_the_engines_only_for_the_version_the_status_names():
+    session = StatusOnly()
+    answered = await bench.sample(session, "typing", 12.0, None, "file:///a.py")
+    assert answered["engine"] is True and answered["kind"] == "typing"
+    assert answered["protocol_ms"] == 3.0
+    session.versions["file:///a.py"] = 4  # typed on, answered without the engine
+    typed_through = await bench.sample(session, "typing", 2.0, None, "file:///a.py")
+    assert typed_through["engine"] is False
+    elsewhere = await bench.sample(session, None, 12.0, None, "file:///b.py")
+    assert elsewhere["engine"] is False and elsewhere["kind"] == "line"
