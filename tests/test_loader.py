@@ -1,6 +1,8 @@
 """A missing, partial or corrupt model directory gives one clear error."""
 
 import json
+import platform
+import resource
 import shutil
 
 import pytest
@@ -123,3 +125,21 @@ def test_cpu_dtype_follows_the_processor_unless_overridden(monkeypatch):
         monkeypatch.setattr(cpu, "_is_amx_tile_supported", lambda a=amx: a)
         monkeypatch.setattr(cpu, "_is_avx512_bf16_supported", lambda b=avx512_bf16: b)
         assert resolve("cpu").dtype == dtype
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+def test_freed_blocks_are_reused_without_faulting_pages_in_again():
+    import torch
+
+    from infill_engine.device import resolve
+
+    resolve("cpu")  # a CPU placement keeps freed memory for the process
+    floats, rounds = 10 << 20, 10  # 40 MiB: glibc maps blocks this large afresh
+    torch.ones(floats)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        torch.ones(floats)  # allocated, every page written, freed
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    pages = floats * 4 // resource.getpagesize() * rounds
+    # Mapped afresh, every page faults in again each round (measured: all of them).
+    assert faults < pages / 4, f"{faults} of {pages} pages faulted in again"
