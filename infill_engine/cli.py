@@ -149,8 +149,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=DEVICE_CHOICES,
         default="auto",
         help="where the model runs; auto picks CUDA when available (bf16 on CUDA; "
-        "on CPU bf16 where the processor multiplies it natively (AMX or AVX-512 "
-        "BF16), else float32; INFILL_CPU_DTYPE "
+        "on CPU bf16 where the processor has AMX, else float32; INFILL_CPU_DTYPE "
         "overrides)",
     )
     parser.add_argument(

@@ -1,11 +1,18 @@
 """Device, dtype and CPU threads, decided once.
 
-bf16 on CUDA. On CPU, bf16 where the processor multiplies bf16 natively, float32
-elsewhere, where bf16 matmuls are emulated and slower. Natively means AMX tiles (one
-decoder step of the bundled model took 25 ms in bf16 against 37 ms in float32 on such
-a CPU) or AVX-512 BF16 dot products (on an AMD EPYC with them, a bare forward took 24
-against 44 ms, and whole line fills 69 against 96 ms, with 41 of 42 fills the same).
-INFILL_CPU_DTYPE (float32 or bfloat16) overrides the choice.
+bf16 on CUDA. On CPU, bf16 where the processor has AMX tiles (its bf16 matrix units:
+one decoder step of the bundled model took 25 ms in bf16 against 37 ms in float32 on
+such a CPU), float32 elsewhere. INFILL_CPU_DTYPE (float32 or bfloat16) overrides the
+choice.
+
+CPUs with AVX-512 BF16 dot products but no AMX stay on float32 by default, for memory:
+there bf16 is faster (on an AMD EPYC, whole line fills took 69 against 96 ms, with 41 of
+42 fills the same), but oneDNN, which runs bf16 matrix products, keeps compiled kernels
+for every matrix shape it meets, and prompts and expert batches come in every length.
+Prefilling prompts of random lengths grew the process from 400 to 1,009 MiB before it
+levelled off (float32: 400 throughout); capping oneDNN's caches to keep it at 439 MiB
+lost most of the speed (line fills 63-79 ms, float32 69-77). A user who would rather
+spend the memory sets INFILL_CPU_DTYPE=bfloat16.
 
 On CPU, glibc is told to keep freed blocks for reuse (`keep_freed_memory`): each
 denoising step allocates and frees temporaries of window x vocabulary floats, and by
@@ -64,15 +71,8 @@ def has_amx() -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def has_native_bf16() -> bool:
-    """Whether the CPU multiplies bf16 natively: AMX tiles or AVX-512 BF16."""
-    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    return has_amx() or bool(avx512_bf16())
-
-
 def cpu_dtype() -> torch.dtype:
-    """bf16 on CPUs that multiply it natively, else float32; INFILL_CPU_DTYPE
-    overrides.
+    """bf16 on CPUs with AMX tiles, else float32; INFILL_CPU_DTYPE overrides.
 
     Raises:
         ValueError: INFILL_CPU_DTYPE names another dtype.
@@ -84,7 +84,7 @@ def cpu_dtype() -> torch.dtype:
                 f"INFILL_CPU_DTYPE must be one of {', '.join(CPU_DTYPES)} (got {env!r})"
             )
         return CPU_DTYPES[env]
-    return torch.bfloat16 if has_native_bf16() else torch.float32
+    return torch.bfloat16 if has_amx() else torch.float32
 
 
 def keep_freed_memory() -> bool:
