@@ -96,6 +96,19 @@ def test_entropy_of_uniform_is_log_v():
     )
 
 
+def test_entropy_of_logits_spread_past_float32_underflow():
+    # The last step's temperature spreads soft-capped logits over about 150 nats, so
+    # most probabilities underflow float32; the entropy still matches float64's.
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.rand(4, 16, 8192, generator=gen) * 2 - 1) * 75
+    logits[0, 0, 7] = 400.0  # all but certain: entropy ~0
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    exact = -(logp.exp() * logp).sum(-1)
+    got = token_entropy(logits)
+    assert torch.allclose(got.double(), exact, rtol=1e-5, atol=1e-30)
+    assert got[0, 0] < 1e-30
+
+
 def test_stops_only_when_stable_and_confident():
     stop = StableAndConfident(stability_threshold=1, confidence_threshold=0.01)
     span = torch.tensor([[True, True, False]])
