@@ -17,7 +17,8 @@ spend the memory sets INFILL_CPU_DTYPE=bfloat16.
 On CPU, glibc is told to keep freed blocks for reuse (`keep_freed_memory`): each
 denoising step allocates and frees temporaries of window x vocabulary floats, and by
 default glibc hands those back to the system and faults fresh pages in for the next
-one (alternating runs of whole fills: block spans 72 -> 61 ms, lines 43 -> 41 ms).
+one (alternating runs of whole fills, medians of 3 pairs: block spans 142 -> 127 ms,
+lines 82 -> 79 ms).
 
 On CPU the model runs with half the cores (at least one) by default: an editor, its
 language server and the model share the machine, and small models lose far more to
