@@ -125,13 +125,14 @@ async def sample(
     `kind` names the figures' row; None names it by the span kind the server chose
     (line, expression, block, selection).
 
-    With `uri`, the request was for that document's current version, and `engine`
-    says whether the engine answered it: the server's last engine answer is for that
-    version. An answer without the engine (typed through a suggestion) leaves the
-    split of an older version there, which must not count.
+    With `uri` (a request for that document's current version), `engine` says whether
+    the server's last engine answer is for that version. It is not after an answer
+    typed through a suggestion, which leaves the split of an older version there: that
+    split must not count.
     """
     last = dict((await session.command("infill.status")).get("last") or {})
-    figures = {**last, "kind": kind or last.get("kind"), "latency_ms": latency}
+    row = kind or last.get("kind") or "no engine answer yet"
+    figures = {**last, "kind": row, "latency_ms": latency}
     if uri is not None:
         answered = (last.get("uri"), last.get("version"))
         figures["engine"] = answered == (uri, session.versions[uri])

@@ -76,3 +76,12 @@ async def test_a_sample_is_the_engines_only_for_the_version_the_status_names():
     assert typed_through["engine"] is False
     elsewhere = await bench.sample(session, None, 12.0, None, "file:///b.py")
     assert elsewhere["engine"] is False and elsewhere["kind"] == "line"
+
+
+async def test_a_sample_before_any_engine_answer_still_has_a_row():
+    class Fresh(StatusOnly):
+        async def command(self, name):
+            return {"last": {}}
+
+    first = await bench.sample(Fresh(), None, 5.0, None, "file:///a.py")
+    assert first["engine"] is False and isinstance(first["kind"], str)
