@@ -116,6 +116,13 @@ class InfillResult:
     timings: Timings = field(default_factory=Timings)
     prefilled_tokens: int = 0
 
+    @classmethod
+    def stopped(
+        cls, steps: int, timings: Timings, prefilled_tokens: int = 0
+    ) -> InfillResult:
+        """The empty result of a fill the cancel flag stopped after `steps` steps."""
+        return cls("", True, steps, 0.0, 0, 0.0, (), timings, prefilled_tokens)
+
 
 CancelFlag = Callable[[], bool] | threading.Event | None
 
@@ -226,7 +233,7 @@ class InfillEngine:
                 )
             except Stopped:
                 timings = Timings(_ms(t0, t1), _ms(t1, time.perf_counter()))
-                return InfillResult("", True, 0, 0.0, 0, 0.0, (), timings, 0)
+                return InfillResult.stopped(0, timings)
             encoded = self._encoded() - encoded
             sync(self.placement)
             t2 = time.perf_counter()
@@ -239,9 +246,7 @@ class InfillEngine:
         t3 = time.perf_counter()
         if outcome.cancelled or outcome.logits is None:
             timings = Timings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
-            return InfillResult(
-                "", True, outcome.steps, 0.0, 0, 0.0, (), timings, encoded
-            )
+            return InfillResult.stopped(outcome.steps, timings, encoded)
         candidates = self._candidates(
             batch, window, outcome.argmax, outcome.logits, request
         )
