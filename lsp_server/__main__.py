@@ -2,6 +2,10 @@
 
 Speaks LSP over stdio by default, or TCP with --tcp. Logs go to stderr (and --log-file),
 never to stdout, which carries the protocol.
+
+Only argparse and the settings are imported up front: `--help` and `--version` answer
+without pygls, and the server answers `initialize` without torch or transformers, which
+load with the model, in the background (`InfillServer.start_loading`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from infill_engine.device import DEVICE_CHOICES
-from lsp_server import settings
-from lsp_server.server import VERSION, create_server
+from lsp_server import VERSION, settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--device",
-        choices=DEVICE_CHOICES,
+        choices=settings.DEVICES,
         default="auto",
         help="where the model runs (default auto); the infill.device setting "
         "overrides it",
@@ -76,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "DEBUG":
         # pygls logs every message body at INFO: whole documents, on every change.
         logging.getLogger("pygls").setLevel(logging.WARNING)
+    from lsp_server.server import create_server
+
     base = settings.Settings(model=args.model, device=args.device)
     server = create_server(base=base)
     if args.tcp:

@@ -16,7 +16,6 @@ from typing import Literal
 
 import tree_sitter as ts
 
-from infill_engine.canvas import round_up
 from lsp_server.documents import Snapshot
 from lsp_server.positions import byte_offset
 from lsp_server.syntax import line_comment
@@ -162,7 +161,8 @@ def _make(
     line_start = snap.lines.starts[snap.lines.line_of(start)]
     line = text[line_start:start]
     indent = line[: len(line) - len(line.lstrip())]
-    budget_start = round_up(max(0, start - PREFIX_CHARS), PREFIX_STEP)
+    # Rounded up to the grid, as the engine's `canvas.round_up` (which needs torch).
+    budget_start = -(-max(0, start - PREFIX_CHARS) // PREFIX_STEP) * PREFIX_STEP
     budget_stop = min(len(text), end + SUFFIX_CHARS)
     cut = _prefix_cut(snap, tree, budget_start)
     stop = _suffix_cut(snap, tree, budget_stop)

@@ -5,6 +5,10 @@ postprocess, edits) and the engine through the scheduler, and returns lsprotocol
 results. A change to a document also starts work on the suggestion at its end, which
 the editor asks for a little later (`InfillServer.prepare`). Nothing here raises to the
 client for bad input: an empty result and a log line.
+
+The engine's modules (and with them torch and transformers, seconds to import) are
+imported where a model is loaded or asked, never at the top: the server answers
+`initialize` at once and loads the model in the background.
 """
 
 from __future__ import annotations
@@ -13,37 +17,40 @@ import asyncio
 import dataclasses
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from lsprotocol import types
 from lsprotocol.converters import get_converter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
-from infill_engine import InfillEngine, InfillRequest
-from lsp_server import context, edits, postprocess, settings
+from lsp_server import VERSION, context, edits, postprocess, settings
 from lsp_server.context import InfillContext
 from lsp_server.documents import DocumentStore, Snapshot
 from lsp_server.positions import PositionError, to_offset
 from lsp_server.scheduler import Scheduler
 from lsp_server.syntax import SyntaxTrees
 
+if TYPE_CHECKING:
+    from infill_engine.engine import InfillEngine
+
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
 STATUS_NOTIFICATION = "infill/status"
 CMD_REWRITE = "infill.rewriteSelection"
 CMD_FILL_HOLES = "infill.fillHoles"
 CMD_STATUS = "infill.status"
-EngineFactory = Callable[[settings.Settings], InfillEngine]
+EngineFactory = Callable[[settings.Settings], "InfillEngine"]
 
 
 def load_engine(s: settings.Settings) -> InfillEngine:
     """The default factory: the configured checkpoint, or the bundled model."""
+    from infill_engine.engine import InfillEngine
+
     return InfillEngine.load(s.model or None, s.device)
 
 
@@ -336,6 +343,8 @@ class InfillServer(LanguageServer):
             self.early[snap.uri] = EarlyFill(snap.version, offset, fill)
             task: asyncio.Future = fill
         else:
+            from infill_engine.engine import InfillRequest  # loaded with the engine
+
             request = InfillRequest(
                 ctx.prefix, ctx.suffix, span_lengths=ctx.span_lengths
             )
@@ -352,6 +361,8 @@ class InfillServer(LanguageServer):
         engine = self.engine
         if engine is None:
             return None
+        from infill_engine.engine import InfillRequest  # loaded with the engine
+
         config = engine.config.with_overrides(max_steps=self.settings.max_steps or None)
         request = InfillRequest(
             ctx.prefix,
@@ -376,8 +387,12 @@ class InfillServer(LanguageServer):
             result = await self.scheduler.run(key, job)
         except asyncio.CancelledError:
             raise
-        except torch.OutOfMemoryError:
+        except Exception as exc:  # the engine failing answers this request empty
+            if not _out_of_memory(exc):
+                log.exception("engine failed on %s", snap.uri)
+                return None
             # Free what the failed request held; tell the user once, keep serving.
+            torch = sys.modules["torch"]
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if not self._oom_reported:
@@ -387,9 +402,6 @@ class InfillServer(LanguageServer):
                     "infill: out of GPU memory; suggestions answer empty. Set "
                     "infill.device to cpu, choose a smaller model, or free GPU memory.",
                 )
-            return None
-        except Exception:  # the engine failing answers this request empty, no more
-            log.exception("engine failed on %s", snap.uri)
             return None
         current = self.store.get(snap.uri)
         if result is None or result.cancelled or current is None:
@@ -471,6 +483,12 @@ class InfillServer(LanguageServer):
 
         self._background.add(job)
         job.add_done_callback(done)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is torch's out-of-memory error (never, if torch is not loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
 
 
 async def _logged(job: Any, what: str) -> None:

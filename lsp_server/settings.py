@@ -12,6 +12,9 @@ from typing import Any
 
 # Every language: those without a grammar get line-based context.
 DEFAULT_LANGUAGES = ("*",)
+# The engine's `device.DEVICE_CHOICES`, spelt out here so that reading settings (and
+# `infill-lsp --help`) does not import torch; a test keeps the two the same.
+DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ _RULES: dict[str, tuple[str, type, Any, str]] = {
     "device": (
         "device",
         str,
-        lambda v: v in ("auto", "cuda", "cpu"),
+        lambda v: v in DEVICES,
         "auto, cuda or cpu",
     ),
     "maxSteps": ("max_steps", int, lambda v: 0 <= v <= 512, "an integer in 0..512"),
