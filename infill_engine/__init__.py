@@ -2,18 +2,41 @@
 DiffusionGemma.
 
 Knows nothing of editors or syntax trees: strings, token ids and tensors only.
+
+The public names are imported on first use (PEP 562): importing the package, or a
+torch-free module of it such as `infill_engine.cli`, does not import torch and
+transformers, which take seconds; `infill --help` answers without them.
 """
 
-from infill_engine.config import DenoiseConfig
-from infill_engine.engine import (
-    Candidate,
-    InfillEngine,
-    InfillRequest,
-    InfillResult,
-    Timings,
-)
-from infill_engine.loader import ModelLoadError, default_model
-from infill_engine.loop import StepView
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infill_engine.config import DenoiseConfig
+    from infill_engine.engine import (
+        Candidate,
+        InfillEngine,
+        InfillRequest,
+        InfillResult,
+        Timings,
+    )
+    from infill_engine.loader import ModelLoadError, default_model
+    from infill_engine.loop import StepView
+
+# Public name -> the module that defines it.
+_HOMES = {
+    "Candidate": "infill_engine.engine",
+    "DenoiseConfig": "infill_engine.config",
+    "InfillEngine": "infill_engine.engine",
+    "InfillRequest": "infill_engine.engine",
+    "InfillResult": "infill_engine.engine",
+    "ModelLoadError": "infill_engine.loader",
+    "StepView": "infill_engine.loop",
+    "Timings": "infill_engine.engine",
+    "default_model": "infill_engine.loader",
+}
 
 __all__ = [
     "Candidate",
@@ -27,3 +50,18 @@ __all__ = [
     "default_model",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module the first time the name is read."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the not yet imported public ones included."""
+    return sorted({*globals(), *__all__})

@@ -25,6 +25,9 @@ language server and the model share the machine, and small models lose far more 
 threads waiting on a busy core than they gain from a second one (measured: one decoder
 step of a tiny model took 3 ms on one thread and 150 ms on two with the other core
 busy).
+
+torch is imported inside the functions that use it: the command lines offer
+DEVICE_CHOICES as they parse their flags, and `--help` must not wait seconds for torch.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 # glibc's mallopt parameters (malloc.h) and the values set for them.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD_BYTES = 64 << 20  # blocks up to this size come from the heap
 TRIM_THRESHOLD_BYTES = 256 << 20  # the heap keeps up to this much free memory
-CPU_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CPU_DTYPES = ("float32", "bfloat16")  # names of torch dtypes
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Placement:
 
     def describe(self) -> str:
         """A short label for logs and benchmark output, e.g. 'cpu/float32'."""
+        import torch
+
         name = self.device.type
         if name == "cuda":
             name = f"cuda:{torch.cuda.get_device_name(self.device)}"
@@ -69,6 +76,8 @@ def default_threads() -> int:
 
 def has_amx() -> bool:
     """Whether the CPU has AMX tiles (bf16 matrix units)."""
+    import torch
+
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
@@ -78,13 +87,16 @@ def cpu_dtype() -> torch.dtype:
     Raises:
         ValueError: INFILL_CPU_DTYPE names another dtype.
     """
+    import torch
+
     env = os.environ.get("INFILL_CPU_DTYPE", "")
     if env:
         if env not in CPU_DTYPES:
             raise ValueError(
                 f"INFILL_CPU_DTYPE must be one of {', '.join(CPU_DTYPES)} (got {env!r})"
             )
-        return CPU_DTYPES[env]
+        dtype: torch.dtype = getattr(torch, env)
+        return dtype
     return torch.bfloat16 if has_amx() else torch.float32
 
 
@@ -111,6 +123,8 @@ def resolve(device: str = "auto", threads: int | None = None) -> Placement:
     Raises:
         ValueError: unknown name, or CUDA asked for where none is available.
     """
+    import torch
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -130,4 +144,6 @@ def resolve(device: str = "auto", threads: int | None = None) -> Placement:
 def sync(placement: Placement) -> None:
     """Wait for queued GPU work, so timings measure work done rather than launched."""
     if placement.device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(placement.device)
