@@ -1,10 +1,15 @@
 """`infill`: fill a hole in a file from the command line, or benchmark the engine.
 
     infill fill FILE --line L --col C [--model PATH_OR_ID] [--device D] [--span N]
-    [--visual]
+    [--visual [--pace SECONDS]]
 
 Line and column are 1-based, as editors show them; the column counts characters. The
 middle is printed on stdout and the file is never modified.
+
+Each subcommand is one `add_*_command` function that declares its flags and sets
+`run`, the function `main` calls with the parsed arguments. The engine (torch and
+transformers, seconds to import) is imported inside the `run_*` functions only, so
+that `--help`, bad arguments and bad input files answer at once.
 """
 
 from __future__ import annotations
@@ -15,10 +20,33 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infill_engine.device import DEVICE_CHOICES
 
+if TYPE_CHECKING:
+    from infill_engine.engine import InfillResult
+
+EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NO_SUGGESTION = 3
+FILL_EXIT_STATUS = """\
+exit status:
+  0  the middle was printed
+  2  bad arguments, a file that is not UTF-8 text or holds a NUL byte, a position
+     outside the file, or a model that did not load
+  3  no suggestion: the model filled the span with nothing (the reason is on stderr;
+     stdout has nothing but the --json result, if asked for)"""
+EXIT_STATUS = """\
+exit status:
+  0  done
+  1  the benchmark's language server failed
+  2  bad arguments or input, or a model that did not load
+  3  infill fill: no suggestion (the reason is on stderr)"""
+# Seconds each frame of `--visual` stays up at least: time to see what changed.
+DEFAULT_PACE = 0.5
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,14 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="infill",
         description="Fill code in the middle with a DiffusionGemma text-diffusion "
         "model.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_fill_command(sub)
+    add_bench_command(sub)
+    return parser
+
+
+def add_fill_command(sub: Subcommands) -> None:
+    """`infill fill`: its flags, run by `run_fill`."""
     fill = sub.add_parser(
         "fill",
         help="fill the span at a position of a file and print it",
         description="Fill the span at LINE:COL of FILE and print the middle on stdout. "
         "The file is not modified.",
+        epilog=FILL_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    fill.set_defaults(run=run_fill)
     fill.add_argument("file", type=Path, help="source file to read")
     fill.add_argument(
         "--line", type=int, required=True, help="1-based line of the hole"
@@ -85,12 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument(
         "--visual",
         action="store_true",
-        help="redraw the canvas live on stderr as it denoises (pinned dim, accepted "
-        "bright, noise as blocks)",
+        help="on a terminal, redraw the canvas on stderr at every step: each span "
+        "length's row, pinned context dim, slots accepted at the step bright, noise "
+        "as ░, end of span as ·; then the row that was kept (elsewhere, one line per "
+        "step)",
+    )
+    fill.add_argument(
+        "--pace",
+        type=seconds,
+        default=DEFAULT_PACE,
+        metavar="SECONDS",
+        help="with --visual, least time each step stays on screen (default "
+        f"{DEFAULT_PACE}; 0: as fast as the model goes; the time reported excludes "
+        "it)",
     )
     fill.add_argument(
         "--json", action="store_true", help="print the whole result as JSON"
     )
+
+
+def add_bench_command(sub: Subcommands) -> None:
+    """`infill bench`: its flags, run by `run_bench`."""
     bench = sub.add_parser(
         "bench",
         help="benchmark: LSP end to end, engine overhead, diffusion vs autoregression",
@@ -103,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bandwidth bound and against transformers' generate. Prints tables, writes "
         "JSON.",
     )
+    bench.set_defaults(run=run_bench)
     add_model_arguments(bench)
     bench.add_argument(
         "--json-out", type=Path, default=Path("bench.json"), help="JSON file"
@@ -134,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="denoising steps per canvas in hardware mode (both loops)",
     )
-    return parser
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,36 +214,100 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def seconds(value: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be seconds, 0 or more (got {value!r})")
+    return number
+
+
+def read_source(path: Path) -> str:
+    """The text of a source file, with its line endings read as '\\n'.
+
+    A NUL byte marks a binary file, not source: it is refused as the language server
+    refuses a document that holds one.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not UTF-8 text, or it holds a NUL byte.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "infill reads UTF-8 source files, not binary ones"
+        ) from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ValueError(
+            f"holds a NUL byte (line {line}): a binary file, not source; not filled"
+        )
+    # As open() in text mode reads them, which editors' line numbers agree with.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def split_at(text: str, line: int, col: int) -> int:
     """Character offset of 1-based (line, col) in `text`.
+
+    Lines are counted as editors and `wc -l` count them: a final newline ends the
+    last line. The position after it (the next line's column 1) is the end of the file.
 
     Raises:
         ValueError: the position is outside the text.
     """
     lines = text.split("\n")
+    count = len(lines) - 1 if len(lines) > 1 and not lines[-1] else len(lines)
     if not 1 <= line <= len(lines):
-        raise ValueError(f"line {line} is outside the file (1..{len(lines)})")
+        noun = "line" if count == 1 else "lines"
+        raise ValueError(f"line {line} is outside the file ({count} {noun})")
     width = len(lines[line - 1])
     if not 1 <= col <= width + 1:
         raise ValueError(f"column {col} is outside line {line} (1..{width + 1})")
     return sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
 
 
+def no_suggestion(result: InfillResult) -> str | None:
+    """Why `result` has no middle worth printing, or None when it has one."""
+    if result.text.strip():
+        return None
+    if result.cancelled or not result.candidates:
+        return "the fill was stopped before it ended"
+    best = result.candidates[0]
+    if best.tokens == 0:
+        return (
+            "the model ended the span at its first slot (end-of-span first, "
+            f"in the kept span of {best.span_length} slots)"
+        )
+    if not result.text:
+        return f"the span's {best.tokens} tokens decode to no text (special tokens)"
+    return "the model filled the span with whitespace only"
+
+
 def run_fill(args: argparse.Namespace) -> int:
     """`infill fill`: returns the process exit status."""
-    from infill_engine import InfillEngine, InfillRequest, ModelLoadError
-    from infill_engine.visual import CanvasView
-
     try:
-        text = args.file.read_text(encoding="utf-8")
+        text = read_source(args.file)
         start = split_at(text, args.line, args.col)
         end = split_at(text, args.end_line or args.line, args.end_col or args.col)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except OSError as exc:
+        print(f"infill: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
         print(f"infill: {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if end < start:
         print("infill: the range ends before it starts", file=sys.stderr)
         return EXIT_USAGE
+    from infill_engine import InfillEngine, InfillRequest, ModelLoadError
+    from infill_engine.visual import CanvasView
+
     try:
         engine = InfillEngine.load(args.model, args.device, args.trust_remote_code)
         config = engine.config.with_overrides(
@@ -201,25 +320,33 @@ def run_fill(args: argparse.Namespace) -> int:
         request = InfillRequest(text[:start], text[end:], args.span, config)
         view = None
         if args.visual:
-            view = CanvasView(engine.tokenizer, engine.plan(request), engine.end_ids)
+            batch = engine.plan(request)
+            view = CanvasView(engine.tokenizer, batch, engine.end_ids, pace=args.pace)
         result = engine.fill(request, on_step=view)
     except (ModelLoadError, ValueError) as exc:
         print(f"infill: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    reason = no_suggestion(result)
+    if view is not None:
+        view.finish(result.span_length)
     if args.json:
         print(
             json.dumps(asdict(result) | {"total_ms": result.timings.total_ms}, indent=2)
         )
-    else:
+    elif reason is None:
         sys.stdout.write(result.text + ("\n" if not result.text.endswith("\n") else ""))
-    if args.visual:
+    if view is not None:
+        computing_ms = result.timings.total_ms - view.waited_s * 1000
         print(
             f"steps {result.steps}, {result.tokens_per_forward:.2f} tokens/forward, "
-            f"span {result.span_length}, {result.timings.total_ms:.0f} ms "
+            f"span {result.span_length}, {computing_ms:.0f} ms "
             f"on {engine.placement.describe()}",
             file=sys.stderr,
         )
-    return 0
+    if reason is not None:
+        print(f"infill: no suggestion: {reason}", file=sys.stderr)
+        return EXIT_NO_SUGGESTION
+    return EXIT_OK
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -275,12 +402,12 @@ def run_bench(args: argparse.Namespace) -> int:
             print(
                 f"infill: LSP benchmark failed:\n{proc.stderr[-2000:]}", file=sys.stderr
             )
-            return 1
+            return EXIT_FAILED
         report |= json.loads(proc.stdout)
     print(format_report(report))
     args.json_out.write_text(json.dumps(report, indent=2))
     print(f"JSON written to {args.json_out}")
-    return 0
+    return EXIT_OK
 
 
 def format_report(report: dict) -> str:
@@ -355,11 +482,7 @@ def format_lsp(lsp: dict) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `infill` console script."""
     args = build_parser().parse_args(argv)
-    if args.command == "fill":
-        return run_fill(args)
-    if args.command == "bench":
-        return run_bench(args)
-    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,24 @@
 """`infill fill` as a user runs it: a real process on a saved tiny checkpoint."""
 
+import fcntl
+import json
+import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
+from pathlib import Path
+
+import pyte
+import pytest
+import torch
+from conftest import build_tiny_model
+
+from infill_engine import cli
+from infill_engine.cli import split_at
 
 EXAMPLE = (
     "def mean(xs):\n    total = 0\n    for x in xs:\n        total += x\n"
@@ -112,3 +129,211 @@ def test_the_demo_position_is_the_indented_hole_in_the_example():
     offset = split_at(text, int(demo.group(2)), int(demo.group(3)))
     line_start = text.rindex("\n", 0, offset) + 1
     assert text[line_start:offset] == "    " and text[offset] == "\n"
+
+
+# The live view, the cost of starting, empty answers and clear input errors: each
+# through the real command, as a user meets them.
+
+LONG_LINES = (
+    "def mean(xs):\n"
+    "    # " + "the long comment wraps in a narrow pane; " * 3 + "\n"
+    "    total = 0\n"
+    "    \n"
+    "    return total / len(xs)\n"
+)
+
+
+def infill(*args, timeout=120):
+    """The `infill` console script, as installed beside this interpreter."""
+    script = Path(sys.executable).with_name("infill")
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def on_terminal(args, columns, lines=40, timeout=120):
+    """Run `infill` with stderr on a pseudo-terminal of `columns` x `lines`.
+
+    Returns the terminal's screen at the end (as a terminal emulator shows it), the
+    raw bytes written there, stdout, and the seconds from the first step's frame to
+    the last frame's.
+    """
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    script = Path(sys.executable).with_name("infill")
+    proc = subprocess.Popen(
+        [str(script), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    raw, first_frame, last_frame = b"", None, None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        raw += data
+        if first_frame is None and b"step 1/" in raw:
+            first_frame = time.monotonic()
+        if last_frame is None and b"done after" in raw:
+            last_frame = time.monotonic()
+    os.close(master)
+    stdout = proc.communicate(timeout=timeout)[0].decode()
+    screen = pyte.Screen(columns, lines)
+    pyte.ByteStream(screen).feed(raw)
+    assert first_frame and last_frame, raw.decode(errors="replace")
+    return (
+        [row.rstrip() for row in screen.display],
+        raw,
+        stdout,
+        last_frame - first_frame,
+    )
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_visual_redraws_in_place_paced_and_ends_on_the_kept_row(
+    tmp_path, tiny_model_dir, columns
+):
+    source = tmp_path / "ex.py"
+    source.write_text(LONG_LINES)
+    pace = 0.3
+    args = ["fill", str(source), "--line", "4", "--col", "5", "--visual"]
+    args += ["--pace", str(pace), "--span", "8", "--span", "16", "--steps", "4"]
+    args += ["--model", str(tiny_model_dir), "--device", "cpu", "--json"]
+    screen, raw, stdout, seconds = on_terminal(args, columns)
+    result = json.loads(stdout)
+    steps, kept = result["steps"], result["span_length"]
+    # Every step was drawn, each frame over the last: none is left on the screen,
+    # and the last frame is the kept row alone, with one legend under it.
+    for step in range(1, steps + 1):
+        assert f"step {step}/4".encode() in raw
+    shown = "\n".join(screen)
+    assert not [row for row in screen if row.startswith("step ")], shown
+    assert [row for row in screen if row.startswith("done after")] == [
+        f"done after {steps} steps: span {kept} kept"
+    ], shown
+    other = 16 if kept == 8 else 8
+    assert f"span {other}:" not in shown and f"span {kept}: the answer" in shown
+    assert shown.count("pinned context") == 1
+    # Each step's frame stayed up `pace` seconds at least (a step here takes ~10 ms).
+    assert seconds >= steps * pace - 0.1
+
+
+def test_importing_the_cli_and_parsing_flags_leaves_torch_unimported():
+    code = (
+        "import sys, infill_engine, infill_engine.cli as cli\n"
+        "parser = cli.build_parser()\n"
+        "parser.format_help()\n"
+        "parser.parse_args(['fill', 'f.py', '--line', '1', '--col', '1', '--visual'])\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_package_still_offers_every_public_name():
+    import infill_engine
+
+    for name in infill_engine.__all__:
+        assert getattr(infill_engine, name).__name__ == name
+        assert name in dir(infill_engine)
+    with pytest.raises(AttributeError):
+        infill_engine.NoSuchName  # noqa: B018
+
+
+@pytest.fixture(scope="module")
+def blank_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A checkpoint whose weights are all zero: every logit ties, so every slot's
+    argmax is id 0, the pad token, which decodes to no text."""
+    model = build_tiny_model(tiny_tokenizer)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    path = tmp_path_factory.mktemp("blank-model")
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_an_empty_middle_says_no_suggestion_with_its_own_exit_code(
+    tmp_path, blank_model_dir
+):
+    source = tmp_path / "ex.py"
+    source.write_text(EXAMPLE)
+    proc = infill(
+        "fill", str(source), "--line", "5", "--col", "12", "--span", "8",
+        "--steps", "2", "--model", str(blank_model_dir), "--device", "cpu",
+    )  # fmt: skip
+    assert proc.returncode == cli.EXIT_NO_SUGGESTION == 3, proc.stderr
+    assert proc.stdout == ""
+    assert "infill: no suggestion: the span's 8 tokens decode to no text" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_documents_the_exit_statuses():
+    for args in (["--help"], ["fill", "--help"]):
+        proc = infill(*args)
+        assert proc.returncode == 0
+        assert f"{cli.EXIT_NO_SUGGESTION}  " in proc.stdout
+        assert "no suggestion" in proc.stdout and "exit status" in proc.stdout
+
+
+def test_a_line_past_the_end_names_the_files_line_count(tmp_path):
+    source = tmp_path / "ex.py"
+    source.write_text("".join(f"x{n} = {n}\n" for n in range(25)))
+    proc = infill("fill", str(source), "--line", "30", "--col", "1")
+    assert proc.returncode == 2
+    assert proc.stderr == f"infill: {source}: line 30 is outside the file (25 lines)\n"
+
+
+def test_lines_count_as_editors_count_them():
+    text = "a\nbc\n"
+    assert split_at(text, 2, 3) == 4
+    assert split_at(text, 3, 1) == len(text)  # after the final newline: the end
+    with pytest.raises(ValueError, match=r"outside the file \(2 lines\)"):
+        split_at(text, 4, 1)
+    with pytest.raises(ValueError, match=r"column 2 is outside line 3 \(1..1\)"):
+        split_at(text, 3, 2)
+    with pytest.raises(ValueError, match=r"\(1 line\)"):
+        split_at("", 2, 1)
+
+
+def test_a_binary_file_is_one_clear_line(tmp_path):
+    source = tmp_path / "logo.png"
+    source.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    proc = infill("fill", str(source), "--line", "1", "--col", "1")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"infill: {source}: not UTF-8 text (byte 0x89 on line 1); infill reads "
+        "UTF-8 source files, not binary ones\n"
+    )
+
+
+def test_a_nul_byte_is_refused_not_filled(tmp_path, tiny_model_dir):
+    source = tmp_path / "ex.py"
+    source.write_bytes(b"x = 1\n\x00\ny = 2\n")
+    proc = infill(
+        "fill", str(source), "--line", "3", "--col", "1",
+        "--model", str(tiny_model_dir), "--device", "cpu",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        f"infill: {source}: holds a NUL byte (line 2): a binary file, not source; "
+        "not filled\n"
+    )
