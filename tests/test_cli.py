@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -337,3 +338,19 @@ def test_a_nul_byte_is_refused_not_filled(tmp_path, tiny_model_dir):
         f"infill: {source}: holds a NUL byte (line 2): a binary file, not source; "
         "not filled\n"
     )
+
+
+def test_the_readme_tells_what_the_command_does():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    quick_start = readme.split("## Quick start")[1].split("\n## ")[0]
+    command_line = readme.split("## Command line")[1].split("\n## ")[0]
+    for fact in ("Python 3.11", "`make`", "Node 20+", "du -sh .venv", "░", "·"):
+        assert fact in quick_start, fact
+    assert 'export PATH="$PWD/.venv/bin:$PATH"' in quick_start
+    help_text = infill("fill", "--help").stdout
+    statuses = re.findall(r"^  (\d)  ", help_text.split("exit status:")[1], re.M)
+    assert statuses == ["0", "2", "3"]
+    for status in statuses:
+        assert re.search(rf"\b{status} [a-z]", command_line.split("Exit status")[1])
+    assert f"default {cli.DEFAULT_PACE} s" in command_line
+    assert f"default {cli.DEFAULT_PACE};" in " ".join(help_text.split())
