@@ -229,7 +229,8 @@ def entries(legend: Sequence[Sequence[Cell]], width: int) -> list[Cell]:
 
 
 def around_span(lines: list[Line], budget: int) -> list[Line]:
-    """At most `budget` lines: those with span slots, then context nearest to them."""
+    """At most `budget` lines: those with span slots, then the context nearest to
+    them, half before and half after (the odd line before)."""
     marked = [i for i, (_, span) in enumerate(lines) if span]
     if not marked:
         return lines[:budget]
