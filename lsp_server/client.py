@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from lsprotocol import types
@@ -74,9 +75,15 @@ class Session:
             self.applied.append(params)
             return types.ApplyWorkspaceEditResult(applied=True)
 
-    async def start(self, *args: str, options: Any = None) -> types.InitializeResult:
-        """Start `python -m lsp_server ARGS` and initialize it."""
-        await self.client.start_io(sys.executable, "-m", "lsp_server", *args)
+    async def start(
+        self,
+        *args: str,
+        options: Any = None,
+        program: Sequence[str] = ("-m", "lsp_server"),
+    ) -> types.InitializeResult:
+        """Start `python -m lsp_server ARGS` (or `python PROGRAM ARGS`) and initialize
+        it."""
+        await self.client.start_io(sys.executable, *program, *args)
         self._drain = asyncio.create_task(self._read_stderr())
         result = await self.client.initialize_async(
             types.InitializeParams(

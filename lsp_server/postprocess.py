@@ -3,11 +3,15 @@
 Single-line spans stop at the first line break; text that repeats the start of the
 suffix is dropped; multi-line fills are indented like the block they land in; candidates
 are checked by parsing the context with them inserted.
+
+A suggestion the user sees before accepting it is only ranked by that check; an edit
+that lands unseen (a hole filled on save, by command or code action) must pass it, or
+the hole stays as it was (`parsing_fill`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from lsp_server import syntax
 from lsp_server.context import InfillContext
@@ -47,6 +51,35 @@ def validator(language_id: str, ctx: InfillContext) -> Callable[[str], bool]:
         return syntax.error_count(after) <= baseline
 
     return parses_as_well
+
+
+NOTHING = "the model gave no code for it"
+NO_PARSE = "no fill the model gave parses there"
+
+
+def parsing_fill(
+    language_id: str, ctx: InfillContext, candidates: Sequence[str]
+) -> tuple[str, str]:
+    """The first candidate, in the engine's order, that is code and parses in place.
+
+    Args:
+        language_id: the document's language; one without a grammar is not checked.
+        ctx: the context the candidates fill.
+        candidates: the engine's raw candidates, best first.
+
+    Returns:
+        (cleaned text, '') for the first candidate that cleans to something and adds no
+        syntax error to the context window, else ('', why none does).
+    """
+    parses = validator(language_id, ctx)
+    why = NOTHING
+    for raw in candidates:
+        if not clean(ctx, raw):
+            continue
+        if parses(raw):
+            return clean(ctx, raw), ""
+        why = NO_PARSE
+    return "", why
 
 
 def _drop_line_overlap(text: str, rest_of_line: str) -> str:

@@ -114,6 +114,14 @@ class InfillProtocol(LanguageServerProtocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class Fill:
+    """The server's answer for one span: `text` to insert, or '' and `why` not."""
+
+    text: str
+    why: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class EarlyFill:
     """A suggestion started when a change arrived: for `offset` in `version`."""
 
@@ -358,6 +366,14 @@ class InfillServer(LanguageServer):
     async def infill(self, snap: Snapshot, ctx: InfillContext, key: str) -> str | None:
         """Run the engine for one context; None if stale, cancelled, failed or no
         model."""
+        fill = await self.fill_span(snap, ctx, key)
+        return None if fill is None else fill.text
+
+    async def fill_span(
+        self, snap: Snapshot, ctx: InfillContext, key: str, must_parse: bool = False
+    ) -> Fill | None:
+        """`infill`, with `must_parse` for an edit that lands unseen: the best candidate
+        that parses in place, or no text and why none does."""
         engine = self.engine
         if engine is None:
             return None
@@ -370,9 +386,10 @@ class InfillServer(LanguageServer):
             span_lengths=ctx.span_lengths,
             config=config,
             # The parse check only ranks candidates: one span length, one candidate.
+            # An unseen edit checks every candidate here instead (`parsing_fill`).
             validate=(
                 postprocess.validator(snap.language_id, ctx)
-                if len(ctx.span_lengths) > 1
+                if len(ctx.span_lengths) > 1 and not must_parse
                 else None
             ),
         )
@@ -409,7 +426,11 @@ class InfillServer(LanguageServer):
         if current.version != snap.version:
             return None  # computed for an older version: drop it
         finished = time.perf_counter()
-        text = postprocess.clean(ctx, result.text)
+        if must_parse:
+            raw = [c.text for c in result.candidates] or [result.text]
+            fill = Fill(*postprocess.parsing_fill(snap.language_id, ctx, raw))
+        else:
+            fill = Fill(postprocess.clean(ctx, result.text))
         done = time.perf_counter()
         self.last_latency_ms = (done - started) * 1000
         self.last_timings = {
@@ -431,25 +452,45 @@ class InfillServer(LanguageServer):
             "serverMs": self.last_latency_ms,
         }
         self.notify_status()
-        return text
+        return fill
 
     async def fill_holes(self, snap: Snapshot) -> list[tuple[int, int, str]] | None:
-        """Fill every hole marker of a snapshot in one job; None if it went stale."""
+        """Fill every hole marker of a snapshot in one job; None if it went stale.
+
+        The user sees these edits only once they have landed, so each must parse where
+        it lands: a hole no candidate fills that way is left as it was, and the user is
+        told why (`report_left`).
+        """
         tree = self.trees.tree(snap)
         holes = context.find_holes(snap, tree, self.settings.hole_marker)
-        spans = []
+        spans, left = [], []
         for hole in holes:
             ctx = context.for_hole(snap, hole, tree, self.settings.span_size)
-            text = await self.infill(snap, ctx, key=f"holes:{snap.uri}:{hole.start}")
-            if text is None:
+            key = f"holes:{snap.uri}:{hole.start}"
+            fill = await self.fill_span(snap, ctx, key, must_parse=True)
+            if fill is None:
                 return None
-            if text:
-                spans.append((hole.start, hole.end, ctx.header + text))
+            if fill.text:
+                spans.append((hole.start, hole.end, ctx.header + fill.text))
             else:
-                log.info(
-                    "hole at offset %d of %s: no usable text", hole.start, snap.uri
-                )
+                left.append((snap.lines.line_of(hole.start) + 1, fill.why))
+        if left:
+            self.report_left(left)
         return spans
+
+    def report_left(self, left: list[tuple[int, str]]) -> None:
+        """One line on the holes left as they were, given as (1-based line, why): a
+        message, and the `message` of an `infill/status`."""
+        rows = ", ".join(str(line) for line, _ in left)
+        why = "; ".join(dict.fromkeys(reason for _, reason in left))
+        if len(left) == 1:
+            message = f"infill: the hole on line {rows} is left as it was: {why}"
+        else:
+            message = (
+                f"infill: {len(left)} holes (lines {rows}) are left as they were: {why}"
+            )
+        self.show(types.MessageType.Warning, message)
+        self.protocol.notify(STATUS_NOTIFICATION, self.status() | {"message": message})
 
     async def rewrite(
         self, snap: Snapshot, rng: types.Range

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from infill_engine.device import cpu_dtype
+from lsp_server import syntax
 from lsp_server.client import Session
 
 CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
@@ -358,3 +361,79 @@ async def test_server_exits_quietly_when_the_client_vanishes(tiny_model_dir):
     assert await asyncio.wait_for(process.wait(), 30) == 0
     await asyncio.sleep(0.2)
     assert not any("Traceback" in line for line in s.stderr), "".join(s.stderr)
+
+
+SCRIPTED = Path(__file__).with_name("scripted_server.py")
+FIRST = "def first(xs):\n    # <fill>\n"
+FIRST_HOLE = types.Range(types.Position(1, 4), types.Position(1, 12))
+
+
+@pytest.fixture
+async def scripted():
+    """Start servers whose engine answers every fill with the given candidates."""
+    started: list[Session] = []
+
+    async def start(*texts: str, delay_s: float = 0.0) -> Session:
+        s = Session()
+        started.append(s)
+        await s.start(json.dumps(texts), str(delay_s), program=[str(SCRIPTED)])
+        await s.wait_status("ready")
+        return s
+
+    yield start
+    for s in started:
+        await s.stop()
+        assert not any("Traceback" in line for line in s.stderr), "".join(s.stderr)
+
+
+async def fill_holes_by(how: str, s: Session) -> list[types.TextEdit]:
+    """Fill the holes of URI as `how` does; the edits that reached the document."""
+    if how in ("save", "late save"):
+        configure(s, saveDeadlineMs=50 if how == "late save" else 5000)
+        await asyncio.sleep(0.2)
+        saved = await s.client.text_document_will_save_wait_until_async(
+            types.WillSaveTextDocumentParams(doc(), types.TextDocumentSaveReason.Manual)
+        )
+        if saved:
+            return list(saved)
+    elif how == "command":
+        await s.command("infill.fillHoles", URI)
+    else:
+        actions = await s.client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=doc(),
+                range=types.Range(types.Position(0, 0), types.Position(0, 0)),
+                context=types.CodeActionContext(diagnostics=[]),
+            )
+        )
+        (fill,) = [a for a in actions if a.title == "Fill holes (infill)"]
+        resolved = await s.client.code_action_resolve_async(fill)
+        if resolved.edit is not None:
+            return list(resolved.edit.document_changes[0].edits)
+    for _ in range(100):  # a late fill and the command apply with workspace/applyEdit
+        if s.applied or any("left as" in m.message for m in s.messages):
+            break
+        await asyncio.sleep(0.05)
+    return [e for p in s.applied for e in p.edit.document_changes[0].edits]
+
+
+@pytest.mark.parametrize("how", ["save", "late save", "command", "code action"])
+async def test_a_hole_no_fill_parses_for_is_left_as_it_was_and_said_why(scripted, how):
+    # the engine's only fill is a `try` without its colon
+    s = await scripted("try", delay_s=0.3)
+    s.open(URI, FIRST)
+    assert await fill_holes_by(how, s) == []
+    said = [m.message for m in s.messages]
+    assert len(said) == 1 and "line 2" in said[0] and "parses" in said[0], said
+    assert "\n" not in said[0]
+    assert [st["message"] for st in s.statuses if "line 2" in st["message"]] == said
+
+
+async def test_a_hole_gets_the_best_fill_that_parses(scripted):
+    s = await scripted("try", "return xs[0]")
+    s.open(URI, FIRST)
+    configure(s, saveDeadlineMs=5000)
+    edits = await fill_holes_by("save", s)
+    assert edits == [types.TextEdit(FIRST_HOLE, "return xs[0]")]
+    assert not syntax.parse("python", apply(FIRST, edits)).root_node.has_error
+    assert not s.messages

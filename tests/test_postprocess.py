@@ -1,5 +1,5 @@
 from lsp_server.context import InfillContext
-from lsp_server.postprocess import clean, validator
+from lsp_server.postprocess import NO_PARSE, NOTHING, clean, parsing_fill, validator
 
 
 def ctx(kind, prefix="", suffix="", indent=""):
@@ -48,3 +48,11 @@ def test_validator_cleans_raw_engine_text_before_parsing():
     c = ctx("line", prefix="x = foo(", suffix=")\n")
     # a second line would be cut by clean(); only the first line is judged
     assert validator("python", c)("1, 2\n((((")
+
+
+def test_an_unseen_fill_is_the_first_candidate_that_parses():
+    c = ctx("hole", prefix="def first(xs):\n    ", suffix="\n", indent="    ")
+    assert parsing_fill("python", c, ["try", "return xs[0]"]) == ("return xs[0]", "")
+    assert parsing_fill("python", c, ["try", "while"]) == ("", NO_PARSE)
+    assert parsing_fill("python", c, [" ", ""]) == ("", NOTHING)
+    assert parsing_fill("zig", c, ["try"]) == ("try", "")  # no grammar: no opinion

@@ -70,6 +70,15 @@ vim.notify = function(message, lvl)
   table.insert(report.notifications, { message = tostring(message), level = lvl })
 end
 
+-- Record the server's window/showMessage too, then show it as Neovim does (a save under
+-- :silent keeps it off the message history).
+report.shown = {}
+local show_message = vim.lsp.handlers['window/showMessage']
+vim.lsp.handlers['window/showMessage'] = function(err, params, ctx)
+  table.insert(report.shown, { type = params.type, message = params.message })
+  return show_message(err, params, ctx)
+end
+
 local function count_requests(method)
   local counts = { [method] = 0 }
   vim.api.nvim_create_autocmd('LspRequest', {
@@ -245,6 +254,7 @@ local function run()
     return #vim.lsp.get_clients({ bufnr = holes, name = 'infill' }) > 0
   end)
   local t = ms()
+  local said_before = #report.shown
   vim.cmd('silent write')
   local save_ms = ms() - t
   -- a fill that missed the save deadline arrives as workspace/applyEdit: save it too
@@ -254,9 +264,17 @@ local function run()
   if late then
     vim.cmd('silent write')
   end
+  -- a hole left as it was is said (window/showMessage)
+  if table.concat(lines(holes), '\n'):find('<fill>') then
+    wait_for(1500, function()
+      return #report.shown > said_before
+    end)
+  end
   step('fill_on_save', {
     save_ms = save_ms,
     late = late,
+    shown = vim.list_slice(report.shown, said_before + 1),
+    status_message = infill.status and infill.status.message or vim.NIL,
     buffer = lines(holes),
     disk = vim.fn.readfile(dir .. '/holes.py'),
   })
