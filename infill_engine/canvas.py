@@ -54,6 +54,7 @@ def plan_canvas(
     pad_id: int,
     max_prompt_tokens: int | None = None,
     prompt_step: int = 1,
+    readout_shift: int = 0,
 ) -> CanvasBatch:
     """Lay out prefix, span slots and suffix for each span length.
 
@@ -73,6 +74,9 @@ def plan_canvas(
             from the first. While text is typed at the span, the prompt's first token
             then stays put for `prompt_step` tokens and each prompt extends the one
             before, so its prefill is reused.
+        readout_shift: the model reads slot i from position i - shift, so at least
+            this many positions before the span are pinned: a shorter prefix gets
+            BOS in front of it on the canvas.
 
     Returns:
         The batch of canvases, B = len(span_lengths).
@@ -81,6 +85,8 @@ def plan_canvas(
         raise ValueError(f"max_prompt_tokens must be >= 1 (got {max_prompt_tokens})")
     if prompt_step < 1:
         raise ValueError(f"prompt_step must be >= 1 (got {prompt_step})")
+    if len(prefix_ids) < readout_shift:
+        prefix_ids = [bos_id] * (readout_shift - len(prefix_ids)) + list(prefix_ids)
     # Dropping prefix tokens can move the tail/suffix split when little prefix is left,
     # so re-plan until the prompt fits; every pass drops at least one step.
     limit = max_prompt_tokens or len(prefix_ids) + 1

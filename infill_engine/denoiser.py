@@ -19,6 +19,17 @@ Pinned positions are most of the canvas, so a window-only step of a line span co
 about a sixth of a full one; their keys are stale only in what they saw of the span's
 noise. With the same canvas, a window-only step equals the full one.
 
+A model converted from Gemma 3 is also trained with a mask token as its noise
+(`mask_token_id` in its config) instead of uniform random ids: the loop then noises
+slots with that token.
+
+A model may read its slots with a *readout shift* (`readout_shift`, from its config):
+slot i's logits come from canvas position i - shift. DiffusionGemma predicts token i at
+position i (shift 0); a model converted from a left-to-right Gemma 3 keeps what it knows
+in the shifted readout, where position i - 1 predicts token i (shift 1), the last
+prefix token pinned just before the first slot. The denoiser and training both read
+through `read_window`, so they agree.
+
 Nothing is computed that no one reads. The last layer's output matters only where the
 head reads it, so in a full step that layer runs the window's positions alone, against
 keys and values computed for the others (all they give the window); in a prefill it
@@ -41,6 +52,35 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
     apply_rotary_pos_emb,
 )
+
+
+def readout_shift(model: Any) -> int:
+    """Canvas positions between a slot and the position its logits are read from:
+    the model config's `readout_shift`, 0 where it has none (DiffusionGemma)."""
+    shift = getattr(model.config, "readout_shift", 0) or 0
+    if not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"readout_shift must be an integer >= 0 (got {shift!r})")
+    return shift
+
+
+def noise_token(model: Any) -> int | None:
+    """The token a model's noised slots hold: its config's `mask_token_id`, or None
+    for uniform random ids (DiffusionGemma)."""
+    token = getattr(model.config, "mask_token_id", None)
+    if token is not None and not 0 <= token < model.config.text_config.vocab_size:
+        raise ValueError(f"mask_token_id {token} is outside the vocabulary")
+    return token
+
+
+def read_window(model: Any, window: slice) -> slice:
+    """The canvas positions whose logits give the slots of `window`."""
+    shift = readout_shift(model)
+    if window.start < shift:
+        raise ValueError(
+            f"a readout shift of {shift} needs {shift} pinned position(s) before "
+            f"the first slot (the window starts at {window.start})"
+        )
+    return slice(window.start - shift, window.stop - shift)
 
 
 class Stopped(Exception):
@@ -84,10 +124,14 @@ class ContextCache:
 
 
 class Denoiser(Protocol):
-    """A model that turns a noisy canvas into logits for every position."""
+    """A model that turns a noisy canvas into logits for every position.
+
+    `mask_id`: the token noised slots hold, for a model trained with one; None means
+    uniform random ids (DiffusionGemma's noise)."""
 
     vocab_size: int
     device: torch.device
+    mask_id: int | None
 
     def prefill(self, prompt_ids: torch.Tensor, batch: int, canvas_length: int) -> Any:
         """Encode (1, P) prompt ids; return the state for `batch` canvas rows."""
@@ -124,6 +168,13 @@ class DiffusionGemmaDenoiser:
         # `window_logits`); off reproduces transformers' forward exactly.
         self.condition_known = True
         self.vocab_size = int(model.config.text_config.vocab_size)
+        self.readout_shift = readout_shift(model)
+        self.mask_id = noise_token(model)
+        # A self-conditioning block whose output projection is zero adds nothing (a
+        # converted model's, until trained): its soft embeddings, a vocabulary-sized
+        # product per slot, are then skipped. The result is the same.
+        block = model.model.decoder.self_conditioning
+        self.self_conditions = bool(block.down_proj.weight.any())
         self.device = next(model.parameters()).device
         self._store: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._entries = cache_entries
@@ -168,7 +219,8 @@ class DiffusionGemmaDenoiser:
         known: torch.Tensor | None = None,
         full: bool = True,
     ) -> torch.Tensor:
-        """One decoder forward, logits for the window only.
+        """One decoder forward, logits for the window only (read through the
+        model's readout shift).
 
         Args:
             canvas: (B, L) token ids.
@@ -186,23 +238,25 @@ class DiffusionGemmaDenoiser:
             (B, W, V) float32 logits, soft-capped as the model's own head does.
         """
         known = known if self.condition_known else None
+        self_cond = self_cond if self.self_conditions else None
+        read = read_window(self.model, window)
         context = state.context
-        if full or context is None or context.window != window:
-            context = ContextCache(window)
+        if full or context is None or context.window != read:
+            context = ContextCache(read)
             logits = window_logits(
                 self.model,
                 canvas,
                 self_cond,
                 state.cache,
                 state.positions,
-                window,
+                read,
                 known,
                 record=context,
             )
             state.context = context
             return logits
         return window_only_logits(
-            self.model, canvas, self_cond, context, state.positions, window, known
+            self.model, canvas, self_cond, context, state.positions, read, known
         )
 
     @contextmanager

@@ -333,6 +333,7 @@ class InfillEngine:
             self.pad_id,
             self.max_prompt_tokens,
             _PROMPT_STEP,
+            getattr(self.denoiser, "readout_shift", 0),
         )
 
     def _candidates(

@@ -60,7 +60,8 @@ def denoise(
     Logits are computed for `window` (default: the span slots of the batch); the
     sampler, stopping rule and self-conditioning all work on that window.
 
-    1. Initialise: span slots get uniform noise; pinned positions hold their tokens.
+    1. Initialise: span slots get noise (uniform ids, or the denoiser's `mask_id`);
+       pinned positions hold their tokens.
     2. For cur_step = N..1, until every row has stopped:
        a. Return a cancelled outcome if `cancel()` says so (checked between steps,
           and within a step by a denoiser that raises `Stopped`).
@@ -87,7 +88,10 @@ def denoise(
     # 1. Initialise
     canvas = batch.canvas.to(device).clone()  # (B, L)
     none = torch.zeros_like(span)
-    canvas[:, w] = sampler.renoise(canvas[:, w], none, span, denoiser.vocab_size, gen)
+    mask_id = getattr(denoiser, "mask_id", None)
+    canvas[:, w] = sampler.renoise(
+        canvas[:, w], none, span, denoiser.vocab_size, gen, mask_id
+    )
     argmax, logits, done, steps = canvas[:, w], None, none[:, 0], 0  # (B, W)
     slots = span.sum(-1, keepdim=True)  # (B, 1)
     previous_entropy = torch.zeros(span.shape, device=device)  # (B, W)
@@ -120,7 +124,9 @@ def denoise(
         else:
             proposal = sampler.draw(processed, accepted, gen)
             kept = torch.where(accepted, proposal, current)
-            renoised = sampler.renoise(kept, accepted, span, denoiser.vocab_size, gen)
+            renoised = sampler.renoise(
+                kept, accepted, span, denoiser.vocab_size, gen, mask_id
+            )
         canvas[:, w] = torch.where(frozen, current, renoised)
         known[:, w] = torch.where(frozen, known[:, w], pinned | accepted)
         logits, previous_entropy = processed, entropy  # 2.f

@@ -141,8 +141,14 @@ class EntropyBoundSampler:
         span_mask: torch.Tensor,
         vocab_size: int,
         generator: torch.Generator | None,
+        mask_id: int | None = None,
     ) -> torch.Tensor:
-        """Uniform random ids on span slots not kept: (B, L) -> (B, L)."""
+        """Noise on span slots not kept: (B, L) -> (B, L).
+
+        Uniform random ids (DiffusionGemma's noise), or `mask_id` on every such slot
+        for a model trained with a mask token."""
+        if mask_id is not None:
+            return canvas.masked_fill(span_mask & ~keep, mask_id)
         noise = torch.randint(
             0, vocab_size, canvas.shape, generator=generator, device=canvas.device
         )

@@ -62,7 +62,7 @@ from transformers.cache_utils import DynamicCache
 
 from infill_engine.canvas import plan_canvas, span_targets
 from infill_engine.configs import tiny_config
-from infill_engine.denoiser import window_logits
+from infill_engine.denoiser import read_window, window_logits
 from infill_engine.device import has_amx
 from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.training.holes import KINDS, Hole, cut_hole, node_ranges
@@ -102,10 +102,12 @@ class Batch:
     span_mask: torch.Tensor
 
 
-def choose_span(middle_tokens: int, rng: random.Random) -> int:
+def choose_span(
+    middle_tokens: int, rng: random.Random, spans: Sequence[int] = SPAN_CHOICES
+) -> int:
     """The smallest span holding middle + EOS; sometimes a larger or too short one."""
-    fits = [s for s in SPAN_CHOICES if s >= middle_tokens + 1]
-    short = [s for s in SPAN_CHOICES if s < middle_tokens + 1]
+    fits = [s for s in spans if s >= middle_tokens + 1]
+    short = [s for s in spans if s < middle_tokens + 1]
     draw = rng.random()
     if short and (not fits or draw < TRUNCATED_SHARE):
         return rng.choice(short)
@@ -121,6 +123,8 @@ def make_example(
     canvas_length: int,
     rng: random.Random,
     buckets: Sequence[int] = PROMPT_BUCKETS,
+    shift: int = 0,
+    spans: Sequence[int] = SPAN_CHOICES,
 ) -> Example | None:
     """Lay out one hole exactly as the engine would, its prompt cut to a bucket length.
 
@@ -131,6 +135,8 @@ def make_example(
         canvas_length: the model's canvas length.
         rng: source of the span and bucket draws.
         buckets: allowed prompt lengths.
+        shift: the model's readout shift (positions pinned before the span).
+        spans: span lengths to draw from.
 
     Returns:
         The example, or None when the middle is empty or longer than the largest span.
@@ -140,9 +146,9 @@ def make_example(
     prefix_ids = encode(hole.prefix[-chars:])
     middle_ids = encode(hole.middle)
     suffix_ids = encode(hole.suffix[: canvas_length * 8])
-    if not middle_ids or len(middle_ids) >= max(SPAN_CHOICES):
+    if not middle_ids or len(middle_ids) >= max(spans):
         return None
-    span = span or choose_span(len(middle_ids), rng)
+    span = span or choose_span(len(middle_ids), rng, spans)
     plan = lambda longest: plan_canvas(  # noqa: E731
         prefix_ids,
         suffix_ids,
@@ -151,6 +157,7 @@ def make_example(
         tokenizer.bos_token_id,
         tokenizer.pad_token_id,
         longest,
+        readout_shift=shift,
     )
     batch = plan(None)
     want = rng.choice([b for b in buckets if b <= batch.prompt_ids.shape[1]])
@@ -167,8 +174,11 @@ def examples(
     canvas_length: int,
     rng: random.Random,
     buckets: Sequence[int] = PROMPT_BUCKETS,
+    shift: int = 0,
+    spans: Sequence[int] = SPAN_CHOICES,
 ) -> Iterator[Example]:
-    """Endless examples: a random file, a random hole kind, a random hole."""
+    """Endless examples: a random file, a random hole kind, a random hole (`shift`:
+    the model's readout shift; `spans`: the span lengths drawn)."""
     ranges: dict[int, list[tuple[int, int]]] = {}
     while True:
         index = rng.randrange(len(files))
@@ -177,7 +187,9 @@ def examples(
             ranges[index] = node_ranges(text)
         hole = cut_hole(text, kind, rng, ranges.get(index))
         if hole is not None:
-            example = make_example(tokenizer, hole, None, canvas_length, rng, buckets)
+            example = make_example(
+                tokenizer, hole, None, canvas_length, rng, buckets, shift, spans
+            )
             if example is not None:
                 yield example
 
@@ -198,9 +210,13 @@ def batches(stream: Iterator[Example], batch_size: int) -> Iterator[Batch]:
 
 
 def add_noise(
-    batch: Batch, vocab_size: int, gen: torch.Generator, power: float = 1.0
+    batch: Batch,
+    vocab_size: int,
+    gen: torch.Generator,
+    power: float = 1.0,
+    mask_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each span slot becomes a uniform random id with probability t.
+    """Each span slot becomes a uniform random id (or `mask_id`) with probability t.
 
     t = u ** power with u ~ U(0, 1): power 1 is uniform; power 0.5 has density 2t, more
     weight on the heavy noise the engine starts from.
@@ -212,6 +228,8 @@ def add_noise(
     level = torch.rand(b, 1, generator=gen) ** power
     flip = batch.span_mask & (torch.rand(b, length, generator=gen) < level)
     noise = torch.randint(0, vocab_size, (b, length), generator=gen)
+    if mask_id is not None:
+        noise.fill_(mask_id)
     return torch.where(flip, noise, batch.target), flip
 
 
@@ -297,6 +315,7 @@ def span_loss(
     self_cond: bool,
     gen: torch.Generator,
     lm_weight: float = 0.0,
+    encoder_grad: bool = True,
 ) -> torch.Tensor:
     """Cross entropy on the noised span slots, plus `CLEAN_WEIGHT` times that on the
     clean ones, plus `lm_weight` times the encoder's next-token loss on the prompt.
@@ -314,10 +333,15 @@ def span_loss(
         self_cond: run a no-grad pass first and feed its tempered logits back.
         gen: draws the self-conditioning temperature.
         lm_weight: weight of the next-token loss on prompts of 2 or more tokens.
+        encoder_grad: False runs the prompt's prefill without gradients: the loss
+            then trains the weights through the decoder's span slots only, and the
+            prefill costs a forward, not a forward and a backward.
     """
-    cache, encoded = encode_prompt(model, batch.prompt_ids)
+    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+        cache, encoded = encode_prompt(model, batch.prompt_ids)
     positions = decoder_positions(batch.prompt_ids.shape[1], noisy.shape[1])
     window = batch_window(batch.span_mask)
+    read = read_window(model, window)  # the engine's readout: slot i from i - shift
     known = ~noised  # pinned context and clean span slots
     previous = None
     if self_cond:
@@ -325,10 +349,10 @@ def span_loss(
         temperature = low + (high - low) * float(torch.rand(1, generator=gen))
         with torch.no_grad():
             previous = (
-                window_logits(model, noisy, None, cache, positions, window, known)
+                window_logits(model, noisy, None, cache, positions, read, known)
                 / temperature
             )
-    logits = window_logits(model, noisy, previous, cache, positions, window, known)
+    logits = window_logits(model, noisy, previous, cache, positions, read, known)
     target = batch.target[:, window]
     losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, W)
     hidden, clean = noised[:, window], (batch.span_mask & ~noised)[:, window]
@@ -353,16 +377,22 @@ def fixed_eval_batches(
     canvas_length: int,
     count: int,
     size: int,
+    shift: int = 0,
+    mask_id: int | None = None,
+    spans: Sequence[int] = SPAN_CHOICES,
+    buckets: Sequence[int] = PROMPT_BUCKETS,
 ) -> list[tuple[Batch, torch.Tensor, torch.Tensor]]:
-    """Held-out batches and noisy canvases, fixed by seed, for a comparable loss."""
+    """Held-out batches and noisy canvases, fixed by seed, for a comparable loss
+    (`shift`: the model's readout shift; `mask_id`: its noise token, if any)."""
+    rng = random.Random(1234)
     stream = batches(
-        examples(files, tokenizer, canvas_length, random.Random(1234)), size
+        examples(files, tokenizer, canvas_length, rng, buckets, shift, spans), size
     )
     gen = torch.Generator().manual_seed(1234)
     out = []
     for _ in range(count):
         batch = next(stream)
-        out.append((batch, *add_noise(batch, len(tokenizer), gen)))
+        out.append((batch, *add_noise(batch, len(tokenizer), gen, 1.0, mask_id)))
     return out
 
 
