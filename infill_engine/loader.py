@@ -16,7 +16,10 @@ from typing import Any
 from infill_engine.config import DenoiseConfig
 from infill_engine.device import Placement, resolve
 
-BUNDLED_MODEL = Path(__file__).parent / "model"
+# The default model: Gemma 3 270M converted and adapted by `infill model build`. Bump
+# the version when the conversion or the shipped adapter changes: a new one is built.
+DEFAULT_MODEL_NAME = "gemma3-270m-infill-v1"
+BUILD_HINT = "run `infill model build` (`make setup` does)"
 # Optional engine defaults shipped beside a checkpoint, e.g. the longest prompt it saw.
 ENGINE_DEFAULTS_FILE = "infill.json"
 ENGINE_DEFAULT_KEYS = {
@@ -45,9 +48,15 @@ class LoadedModel:
     engine_defaults: dict[str, Any] = field(default_factory=dict)
 
 
+def cache_dir() -> Path:
+    """Where built models live: $INFILL_CACHE, else ~/.cache/diffusion-infill."""
+    root = os.environ.get("INFILL_CACHE") or Path.home() / ".cache" / "diffusion-infill"
+    return Path(root)
+
+
 def default_model() -> str:
-    """The model shipped inside the package."""
-    return str(BUNDLED_MODEL)
+    """The directory `infill model build` writes the default model to."""
+    return str(cache_dir() / DEFAULT_MODEL_NAME)
 
 
 def load(
@@ -59,7 +68,8 @@ def load(
     hub id.
 
     Args:
-        name_or_path: local directory or hub id; None means the bundled model.
+        name_or_path: local directory or hub id; None means the default model
+            (built by `infill model build`).
         device: 'auto', 'cuda' or 'cpu'.
         trust_remote_code: allow code from the checkpoint to run (off unless asked).
 
@@ -72,6 +82,8 @@ def load(
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
     path = Path(source).expanduser()
+    if not name_or_path and not (path / "config.json").is_file():
+        raise ModelLoadError(f"the default model is not built yet: {BUILD_HINT}")
     if path.is_dir():
         check_directory(path)
     elif _looks_like_path(source):
@@ -102,6 +114,8 @@ def load(
         raise ModelLoadError(
             f"could not load model from {where} '{source}': {first}"
         ) from exc
+    if local:
+        restore_full_attention_values(model, path)
     model.to(placement.device).eval()  # type: ignore[arg-type]
     defaults = engine_defaults(path) if local else {}
     return LoadedModel(model, tokenizer, placement, source, defaults)
@@ -125,6 +139,37 @@ def engine_defaults(path: Path) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ModelLoadError(f"{file}: 'denoise': {exc}") from None
     return raw
+
+
+def restore_full_attention_values(model: Any, path: Path) -> None:
+    """Load the value projections a converted checkpoint keeps for its full-attention
+    layers (`convert.attach_full_attention_values`); transformers' loader skips them,
+    since DiffusionGemma's full-attention layers have none of their own."""
+    import torch
+    from safetensors import safe_open
+
+    from infill_engine.convert import (
+        attach_full_attention_values,
+        full_attention_value_keys,
+    )
+
+    wanted = set(full_attention_value_keys(model))
+    found: dict[str, Any] = {}
+    for shard in _weight_files(path):
+        with safe_open(str(shard), framework="pt") as handle:
+            for key in wanted & set(handle.keys()):
+                found[key] = handle.get_tensor(key)
+    if not found:
+        return
+    if found.keys() != wanted:
+        raise ModelLoadError(
+            f"{path} has value projections for some full-attention layers only "
+            f"(missing {sorted(wanted - found.keys())[0]})"
+        )
+    attach_full_attention_values(model)
+    with torch.no_grad():
+        for key, tensor in found.items():
+            model.get_parameter(key).copy_(tensor)
 
 
 def check_directory(path: Path) -> None:

@@ -1,0 +1,221 @@
+"""Adapt the converted Gemma 3 to fill in the middle: a low-rank adapter, trained on
+the engine's own canvas layout, forward and readout.
+
+    python -m infill_engine.training.adapt [--minutes 60] [--out infill_engine/adapter]
+
+The base is the default model built without an adapter (`build.build(adapter=False)`,
+made here under `work-data/adapt/base` if missing): Gemma 3 converted to DiffusionGemma,
+reading slot i from position i - 1 (`readout_shift` 1) and noising slots with Gemma's
+`<mask>` token. Each step (`train.span_loss`, the engine's `window_logits` forward):
+
+1. Holes from the training split (`train.examples`), laid out by `plan_canvas` with the
+   readout shift, span lengths that fit the canvas.
+2. Each span slot becomes `<mask>` with probability t ~ U(0, 1).
+3. The prompt's prefill runs without gradients: the compute goes to the canvas, where
+   the span is. No self-conditioning: the converted block is a no-op and stays one.
+4. Cross entropy on the masked slots (clean ones weighted 0.1); AdamW on the adapter
+   alone, warmup then cosine over the time budget.
+
+Resumable: `work-data/adapt/checkpoint.pt` holds the adapter, optimizer and counters,
+written every `--save-minutes`, when the held-out span loss is measured. The adapter is
+written to `--out` only when that loss is the best so far, so a shipped version changes
+only when the eval improves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from infill_engine.training.adapter import add_adapter, save_adapter
+from infill_engine.training.corpus import DEFAULT_DATA, load_split
+from infill_engine.training.train import (
+    add_noise,
+    batches,
+    examples,
+    fixed_eval_batches,
+    learning_rate,
+    span_loss,
+)
+
+SPANS = (8, 16, 24, 32, 48)  # at most 3/4 of the 64-position canvas
+BUCKETS = (1, 48, 160)
+RANK, ALPHA = 16, 32.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the adaptation run."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--base", type=Path, help="unadapted built model (default: build)")
+    p.add_argument("--out", type=Path, default=Path("infill_engine/adapter"))
+    p.add_argument("--minutes", type=float, default=60.0, help="budget of this run")
+    p.add_argument("--save-minutes", type=float, default=10.0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--rank", type=int, default=RANK)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--eval-batches", type=int, default=6)
+    p.add_argument("--bf16", choices=("on", "off"), default="on")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train (or resume) the adapter for `--minutes`."""
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    work = args.data / "adapt"
+    work.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = _base(args.base or work / "base")
+    adapters = add_adapter(model, args.rank, ALPHA)
+    params = [p for lora in adapters.values() for p in (lora.lora_a, lora.lora_b)]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    canvas = int(model.config.canvas_length)
+    shift, mask_id = model.config.readout_shift, model.config.mask_token_id
+    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "tokens": 0, "span_tokens": 0}
+    state["best"] = None
+    checkpoint = work / "checkpoint.pt"
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False)
+        for name, lora in adapters.items():
+            lora.lora_a.data.copy_(saved["adapter"][f"{name}.lora_a"])
+            lora.lora_b.data.copy_(saved["adapter"][f"{name}.lora_b"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        print(f"resumed at step {state['step']}", flush=True)
+    rng = random.Random(args.seed + state["step"])
+    gen = torch.Generator().manual_seed(args.seed + state["step"])
+    train = load_split(args.data, "train")
+    heldout = load_split(args.data, "heldout")
+    fixed = fixed_eval_batches(
+        heldout, tokenizer, canvas, args.eval_batches, args.batch_size,
+        shift, mask_id, SPANS, BUCKETS,
+    )  # fmt: skip
+    stream = batches(
+        examples(train, tokenizer, canvas, rng, BUCKETS, shift, SPANS),
+        args.batch_size,
+    )
+    if state["best"] is None:
+        state["best"] = state["first_eval"] = _eval(model, fixed, args)
+        print(f"held-out span loss before training {state['best']:.3f}", flush=True)
+    total = state["elapsed"] + args.minutes * 60
+    run_start, last_save = time.monotonic(), state["elapsed"]
+    log = (work / "log.tsv").open("a")
+    model.train()
+    while state["elapsed"] < total:
+        started = time.monotonic()
+        batch = next(stream)
+        noisy, noised = add_noise(batch, len(tokenizer), gen, 1.0, mask_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16 == "on"):
+            loss = span_loss(model, batch, noisy, noised, False, gen, 0.0, False)
+        lr = learning_rate(
+            state["step"], state["elapsed"] / total, args.lr, args.warmup
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        state["step"] += 1
+        state["elapsed"] += time.monotonic() - started
+        state["tokens"] += batch.prompt_ids.numel() + batch.target.numel()
+        state["span_tokens"] += int(batch.span_mask.sum())
+        log.write(f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.2e}\t{loss:.4f}\n")
+        log.flush()
+        if state["step"] % 10 == 0:
+            rate = state["tokens"] / max(state["elapsed"], 1e-9)
+            print(
+                f"step {state['step']} {state['elapsed'] / 60:.1f} min "
+                f"loss {float(loss):.3f} {rate:.0f} tok/s",
+                flush=True,
+            )
+        done = state["elapsed"] >= total
+        if done or state["elapsed"] - last_save >= args.save_minutes * 60:
+            _save(model, adapters, optimizer, state, fixed, args, checkpoint)
+            last_save = state["elapsed"]
+    log.close()
+    print(f"run took {(time.monotonic() - run_start) / 60:.1f} min", flush=True)
+
+
+def _base(path: Path) -> tuple[Any, Any]:
+    """The unadapted built model (float32, CPU) and its tokenizer; built if missing."""
+    from infill_engine import loader
+    from infill_engine.build import build
+
+    if not (path / "config.json").is_file():
+        build(path, adapter=False)
+    loaded = loader.load(str(path), "cpu")
+    return loaded.model, loaded.tokenizer
+
+
+def _eval(model: Any, fixed: Any, args: argparse.Namespace) -> float:
+    from infill_engine.training.train import heldout_loss
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16 == "on"):
+        return heldout_loss(model, fixed)
+
+
+def _save(
+    model: Any,
+    adapters: dict[str, Any],
+    optimizer: Any,
+    state: dict[str, Any],
+    fixed: Any,
+    args: argparse.Namespace,
+    checkpoint: Path,
+) -> None:
+    """Measure the held-out loss, keep a resumable checkpoint, ship the adapter if it
+    is the best so far."""
+    value = _eval(model, fixed, args)
+    model.train()
+    state["heldout"] = value
+    tensors = {}
+    for name, lora in adapters.items():
+        tensors[f"{name}.lora_a"] = lora.lora_a.detach().clone()
+        tensors[f"{name}.lora_b"] = lora.lora_b.detach().clone()
+    improved = value < state["best"]
+    if improved:
+        state["best"] = value
+    torch.save(
+        {"adapter": tensors, "optimizer": optimizer.state_dict(), "state": state},
+        checkpoint,
+    )
+    print(
+        f"step {state['step']}: held-out span loss {value:.3f} "
+        f"(before training {state['first_eval']:.3f})"
+        + (", adapter written" if improved else ""),
+        flush=True,
+    )
+    if improved:
+        meta = {
+            "steps": state["step"],
+            "train_minutes": round(state["elapsed"] / 60, 1),
+            "tokens_seen": state["tokens"],
+            "span_tokens_seen": state["span_tokens"],
+            "heldout_span_loss": round(value, 4),
+            "heldout_span_loss_before": round(state["first_eval"], 4),
+            "rank": args.rank,
+            "alpha": ALPHA,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "spans": SPANS,
+            "prompt_buckets": BUCKETS,
+            "hardware": f"{platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        }
+        save_adapter(adapters, args.out / "adapter.safetensors", meta)
+        (args.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

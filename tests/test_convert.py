@@ -1,0 +1,232 @@
+"""Gemma 3 -> DiffusionGemma conversion, the readout shift, mask noise and the adapter,
+on tiny random Gemma 3 models built here."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import (
+    DiffusionGemmaForBlockDiffusion,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+)
+
+from infill_engine import InfillEngine, InfillRequest, loader
+from infill_engine.canvas import plan_canvas
+from infill_engine.convert import from_gemma3
+from infill_engine.denoiser import DiffusionGemmaDenoiser, read_window, window_logits
+from infill_engine.device import resolve
+from infill_engine.sampler import EntropyBoundSampler
+from infill_engine.training import adapter as lora
+from infill_engine.training import train
+from infill_engine.training.holes import Hole
+
+MASK = 3
+
+
+def tiny_gemma3(vocab: int, seed: int = 0) -> Gemma3ForCausalLM:
+    """Five sliding layers and a full one; norms away from their zero init, and token
+    embeddings of one RMS, as the pretrained Gemma 3's nearly are (1.031 +- 0.0005)."""
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=32,
+        query_pre_attn_scalar=32,
+        sliding_window=16,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    config._attn_implementation = "eager"
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(0, 0.5)
+        emb = model.model.embed_tokens.weight
+        emb.mul_(0.2 / emb.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-9))
+    return model
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_tokenizer):
+    """(causal Gemma 3, its conversion with shift 1 and a mask token)."""
+    causal = tiny_gemma3(len(tiny_tokenizer))
+    ids = torch.randint(3, len(tiny_tokenizer), (1, 48))
+    converted = from_gemma3(causal, ids, canvas_length=32)
+    converted.config.readout_shift = 1
+    converted.config.mask_token_id = MASK
+    return causal, converted
+
+
+def test_converted_encoder_reproduces_gemma3_logits(pair):
+    causal, converted = pair
+    ids = torch.randint(3, causal.config.vocab_size, (1, 40))  # past the window
+    with torch.no_grad():
+        expected = causal(input_ids=ids).logits
+        hidden = converted.model.encoder.language_model(input_ids=ids)
+        logits = converted.lm_head(hidden.last_hidden_state)
+        cap = converted.final_logit_softcapping
+        logits = torch.tanh(logits / cap) * cap
+    assert converted.model.decoder.layers[5].self_attn.v_proj is not None
+    torch.testing.assert_close(logits, expected, atol=2e-3, rtol=1e-3)
+
+
+def test_shifted_first_slot_is_the_causal_next_token(pair):
+    """Slot i is read from position i - 1: with the last prefix token alone on the
+    canvas, the first slot's logits are Gemma 3's next-token prediction."""
+    causal, converted = pair
+    ids = torch.randint(3, causal.config.vocab_size, (1, 30))
+    denoiser = DiffusionGemmaDenoiser(converted)
+    denoiser.condition_known = False
+    state = denoiser.prefill(ids[:, :-1], 1, 1)
+    read = read_window(converted, slice(1, 2))
+    assert read == slice(0, 1)
+    with torch.no_grad():
+        expected = causal(input_ids=ids).logits[:, -1]
+        got = window_logits(
+            converted, ids[:, -1:], None, state.cache, state.positions, read
+        )
+    torch.testing.assert_close(got[:, 0], expected, atol=2e-3, rtol=1e-3)
+
+
+def test_readout_shift_needs_a_pinned_position_before_the_span(pair):
+    with pytest.raises(ValueError, match="pinned position"):
+        read_window(pair[1], slice(0, 4))
+
+
+def test_plan_puts_bos_before_a_span_at_the_start_of_a_file():
+    batch = plan_canvas([], [7, 8], [4], 16, bos_id=2, pad_id=0, readout_shift=1)
+    assert batch.span_start == 1
+    assert batch.canvas[0, 0] == 2 and bool(batch.pinned[0, 0])
+    unshifted = plan_canvas([], [7, 8], [4], 16, bos_id=2, pad_id=0)
+    assert unshifted.span_start == 0
+
+
+def _shifted_batch(tokenizer, rng_seed: int = 0) -> train.Batch:
+    hole = Hole(
+        "def mean(values):\n    total = sum(values)\n    return ",
+        "total / len(values)",
+        "\n\n\nprint(mean([1, 2]))\n",
+        "line",
+    )
+    rng = random.Random(rng_seed)
+    example = train.make_example(
+        tokenizer, hole, 16, 32, rng, buckets=(1,), shift=1, spans=(16,)
+    )
+    assert example is not None
+    return train.Batch(
+        example.prompt_ids[None], example.target[None], example.span_mask[None]
+    )
+
+
+def test_training_and_engine_read_the_same_shifted_logits(pair, tiny_tokenizer):
+    """The training loss is the cross entropy of exactly the logits the engine's
+    denoiser computes for the same canvas (both read through the readout shift)."""
+    _, converted = pair
+    batch = _shifted_batch(tiny_tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    noisy, noised = train.add_noise(batch, len(tiny_tokenizer), gen, 1.0, MASK)
+    assert bool((noisy[noised] == MASK).all()) and bool(noised.any())
+    with torch.no_grad():
+        loss = train.span_loss(converted, batch, noisy, noised, False, gen)
+        denoiser = DiffusionGemmaDenoiser(converted)
+        state = denoiser.prefill(batch.prompt_ids, 1, noisy.shape[1])
+        window = train.batch_window(batch.span_mask)
+        logits = denoiser(noisy, None, state, window, ~noised)
+    ce = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), batch.target[:, window], reduction="none"
+    )
+    hidden, clean = noised[:, window], (batch.span_mask & ~noised)[:, window]
+    expected = (ce * hidden).sum() / hidden.sum() + train.CLEAN_WEIGHT * (
+        ce * clean
+    ).sum() / clean.sum().clamp(min=1)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_mask_noise_fills_every_unkept_slot():
+    canvas = torch.tensor([[5, 6, 7, 8]])
+    span = torch.tensor([[False, True, True, True]])
+    keep = torch.tensor([[False, False, True, False]])
+    out = EntropyBoundSampler.renoise(canvas, keep, span, 100, None, mask_id=MASK)
+    assert out.tolist() == [[5, MASK, 7, MASK]]
+
+
+def test_engine_fills_with_a_converted_model(pair, tiny_tokenizer):
+    """The whole engine path with shift 1 and mask noise: BOS is pinned before a span
+    at the start of a file, and the slots not accepted hold the mask token."""
+    _, converted = pair
+    engine = InfillEngine(converted, tiny_tokenizer, resolve("cpu"))
+    views = []
+    request = InfillRequest("", "\nprint(x)\n", span_lengths=[8])
+    result = engine.fill(request, on_step=views.append)
+    assert not result.cancelled and views
+    first = views[0]
+    assert int(first.canvas[0, 0]) == tiny_tokenizer.bos_token_id
+    assert bool(first.pinned[0, 0])
+    open_slots = ~first.accepted[0, 1:9]
+    assert bool(open_slots.any())
+    assert bool((first.canvas[0, 1:9][open_slots] == MASK).all())
+
+
+def test_loader_restores_the_full_attention_values(pair, tiny_tokenizer, tmp_path):
+    _, converted = pair
+    converted.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    ids = torch.randint(3, len(tiny_tokenizer), (1, 20))
+
+    def logits(model):
+        with torch.no_grad():
+            hidden = model.model.encoder.language_model(input_ids=ids)
+            return model.lm_head(hidden.last_hidden_state)
+
+    loaded = loader.load(str(tmp_path), "cpu").model
+    torch.testing.assert_close(logits(loaded), logits(converted))
+    assert loaded.config.readout_shift == 1 and loaded.config.mask_token_id == MASK
+    stock = DiffusionGemmaForBlockDiffusion.from_pretrained(tmp_path).eval()
+    assert not torch.allclose(logits(stock), logits(converted), atol=1e-3)
+
+
+def test_merged_adapter_equals_the_trained_forward(tiny_tokenizer, tmp_path):
+    """An adapter applied to the tied weights gives what the training forward gave,
+    encoder and decoder both."""
+    vocab = len(tiny_tokenizer)
+    ids = torch.randint(3, vocab, (1, 12))
+
+    def convert():
+        return from_gemma3(tiny_gemma3(vocab, seed=1), ids, canvas_length=32)
+
+    def outputs(model):
+        with torch.no_grad():
+            hidden = model.model.encoder.language_model(input_ids=ids)
+            cache = train.encode_prompt(model, ids[:, :6])[0]
+            positions = train.decoder_positions(6, 6)
+            dec = window_logits(model, ids[:, 6:], None, cache, positions, slice(0, 6))
+            return model.lm_head(hidden.last_hidden_state), dec
+
+    trained = convert()
+    adapters = lora.add_adapter(trained, rank=4, alpha=8.0)
+    torch.manual_seed(3)
+    for module in adapters.values():
+        torch.nn.init.normal_(module.lora_b, std=0.05)
+        # bfloat16 is what is saved: compare against what the file holds
+        module.lora_a.data = module.lora_a.data.bfloat16().float()
+        module.lora_b.data = module.lora_b.data.bfloat16().float()
+    expected = outputs(trained)
+    lora.save_adapter(adapters, tmp_path / "a.safetensors", {"steps": 1})
+    merged = convert()
+    before = outputs(merged)
+    meta = lora.merge_adapter(merged, tmp_path / "a.safetensors")
+    after = outputs(merged)
+    assert meta == {"steps": 1}
+    assert not torch.allclose(before[0], expected[0], atol=1e-3)
+    torch.testing.assert_close(after[0], expected[0], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(after[1], expected[1], atol=1e-3, rtol=1e-3)
