@@ -1,4 +1,4 @@
-"""Building the default model: the base's checks, its errors, and the vocabulary trim."""
+"""Building the default model: the base's checks, errors and vocabulary trim."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from collections import Counter
 
 import pytest
 import torch
+from test_convert import tiny_gemma3
 from tokenizers import Tokenizer, decoders, models
 
 from infill_engine import build, loader, trim
 from infill_engine.convert import from_gemma3
 from infill_engine.loader import ModelLoadError
-from test_convert import tiny_gemma3
 
 
 def test_a_missing_base_package_names_the_fix(monkeypatch, tmp_path):
