@@ -600,10 +600,11 @@ def create_server(
             return types.InlineCompletionList(items=[])
         return edits.to_inline_items(*found, ls.codec)
 
-    @server.feature(
-        types.TEXT_DOCUMENT_COMPLETION,
-        types.CompletionOptions(trigger_characters=[".", "("]),
-    )
+    # No trigger characters: a suggestion is asked for, never typed into. With them,
+    # Neovim's completion autotrigger (and its default 'completeopt' "menu,popup")
+    # inserted the lone item on `.` or `(` without a menu: `prices.get(` became
+    # `prices.itemsget(`. Clients without ghost text ask with their completion key.
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
     async def completion(ls: InfillServer, params: types.CompletionParams):
         found = await ls.suggest(params.text_document.uri, params.position)
         if found is None:

@@ -82,6 +82,8 @@ async def test_initialize_advertises_features_and_reports_loading(tiny_model_dir
     caps = result.capabilities
     assert caps.inline_completion_provider
     assert caps.completion_provider is not None
+    # asked for, never started by typing: a client may insert a lone item unasked
+    assert not caps.completion_provider.trigger_characters
     assert caps.code_action_provider.resolve_provider
     assert "infill.rewriteSelection" in caps.execute_command_provider.commands
     assert caps.text_document_sync.will_save_wait_until

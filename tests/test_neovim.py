@@ -174,6 +174,23 @@ def test_completion_items_insert_at_the_cursor(nvim011):
     assert completion["lines"][:5] == lines(SAMPLE)
 
 
+def test_a_completion_item_enters_the_buffer_only_when_accepted(nvim):
+    completion = nvim["steps"]["completion"]
+    assert completion["shown"], "no completion items after <C-x><C-o>"
+    assert completion["menu"], "the lone item was not shown in a menu"
+    assert completion["asked"] == completion["typed"], "inserted before <C-y>"
+    # Neovim inserts an item's word: its text up to the first blank (maybe none)
+    word = completion["selected_word"]
+    assert completion["accepted"] == completion["typed"] + word, "<C-y> did not accept"
+
+
+def test_typing_with_autotrigger_on_inserts_nothing(nvim):
+    step = nvim["steps"]["autotrigger"]
+    assert step["completeopt"] == "menu,popup"  # Neovim's default: no menu for one
+    assert step["line"] == step["typed"]
+    assert step["requests"] == 0  # nothing to insert: nothing asked either
+
+
 def test_rewrite_action_from_visual_mode_changes_only_the_selection(nvim011):
     step = nvim011["steps"]["rewrite_action"]
     assert step["listed"] == [

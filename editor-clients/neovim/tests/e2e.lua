@@ -133,9 +133,8 @@ local function run()
   end)
   step('status_command', { message = (report.notifications[before + 1] or {}).message })
 
-  -- 3. completion items in insert mode (<C-x><C-o>, the 0.11 path). Headless Neovim draws
-  -- no popup menu, so the first item's word is inserted but <C-y> cannot accept it: check
-  -- the items and their text edits, not the accept.
+  -- 3. completion items in insert mode (<C-x><C-o>): the menu shows the item and the
+  -- buffer keeps what was typed until <C-y> accepts it
   local original = lines(buf)
   vim.api.nvim_win_set_cursor(0, { 5, 0 })
   feed('o')
@@ -143,15 +142,25 @@ local function run()
     return vim.api.nvim_get_mode().mode == 'i'
   end)
   local cursor = vim.api.nvim_win_get_cursor(0)
+  local typed = vim.api.nvim_get_current_line()
   feed('<C-x><C-o>')
   local shown = wait_for(10000, function()
     return #vim.fn.complete_info({ 'items' }).items > 0
   end)
+  local asked = vim.api.nvim_get_current_line()
+  local menu = vim.fn.pumvisible() == 1
+  local info = vim.fn.complete_info({ 'selected', 'items' })
+  local selected = info.items[info.selected + 1] -- what <C-y> accepts
   local edits = {}
   for _, item in ipairs(vim.fn.complete_info({ 'items' }).items) do
     local lsp_item = vim.tbl_get(item, 'user_data', 'nvim', 'lsp', 'completion_item') or {}
     table.insert(edits, { word = item.word, text_edit = lsp_item.textEdit or vim.NIL })
   end
+  feed('<C-y>')
+  wait_for(2000, function()
+    return vim.api.nvim_get_current_line() ~= asked
+  end)
+  local accepted = vim.api.nvim_get_current_line()
   feed('<Esc>')
   wait_for(2000, function()
     return vim.api.nvim_get_mode().mode == 'n'
@@ -160,8 +169,44 @@ local function run()
     shown = shown,
     cursor = { line = cursor[1] - 1, character = cursor[2] },
     items = edits,
+    typed = typed,
+    asked = asked,
+    menu = menu,
+    selected_word = selected and selected.word or vim.NIL,
+    accepted = accepted,
     lines = lines(buf),
   })
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false, original)
+
+  -- 3b. typing never inserts a suggestion, even for a user who turns on Neovim's
+  -- completion autotrigger on LspAttach as its docs show, with the default 'completeopt'
+  -- and without setup(): the server offers no trigger characters to start it
+  local completions = count_requests('textDocument/completion')
+  vim.lsp.completion.enable(false, client.id, buf)
+  vim.bo[buf].completeopt = ''
+  vim.lsp.completion.enable(true, client.id, buf, { autotrigger = true })
+  vim.api.nvim_win_set_cursor(0, { 5, 0 })
+  feed('o')
+  wait_for(1000, function()
+    return vim.api.nvim_get_mode().mode == 'i'
+  end)
+  local indent = vim.api.nvim_get_current_line()
+  for _, key in ipairs(vim.split('prices.get(name)', '')) do
+    feed(key)
+    sleep(50)
+  end
+  sleep(1500) -- time for a completion the typing triggered to come back
+  step('autotrigger', {
+    completeopt = vim.o.completeopt,
+    typed = indent .. 'prices.get(name)',
+    line = vim.api.nvim_get_current_line(),
+    requests = completions['textDocument/completion'],
+  })
+  feed('<Esc>')
+  wait_for(2000, function()
+    return vim.api.nvim_get_mode().mode == 'n'
+  end)
+  vim.lsp.completion.enable(false, client.id, buf)
   vim.api.nvim_buf_set_lines(buf, 0, -1, false, original)
 
   -- 4. the rewrite code action, listed instantly and resolved lazily

@@ -14,7 +14,9 @@ M.defaults = {
   filetypes = nil, -- nil keeps lsp/infill.lua's list
   settings = {}, -- server settings, camelCase, see `:help infill-settings`
   ghost_text = true, -- 0.12+: vim.lsp.inline_completion
-  completion = { autotrigger = true }, -- 0.11 fallback: vim.lsp.completion; false: leave it
+  -- items enter the buffer only on <C-y> (ask_before_inserting); on 0.11 also
+  -- vim.lsp.completion. false: leave completion and 'completeopt' alone
+  completion = { autotrigger = false },
   keymaps = {
     accept = '<Tab>', -- insert: accept the ghost text, else the key itself
     next = '<M-]>', -- insert: next suggestion
@@ -234,8 +236,34 @@ local function map(mode, lhs, rhs, bufnr, desc, expr)
   end
 end
 
+-- 'completeopt' flags that put text in the buffer before CTRL-Y accepts it.
+local INSERTS_UNASKED = { longest = true, preinsert = true }
+
+--- Insert-mode completion in `bufnr` shows even a lone item in the menu and inserts
+--- nothing until it is accepted (CTRL-Y): 'completeopt' gains menuone and noinsert, and
+--- loses longest and preinsert, for this buffer only. With the default "menu,popup", a
+--- single item (the server sends one) would go straight into the buffer.
+local function ask_before_inserting(bufnr)
+  local current = vim.bo[bufnr].completeopt
+  if current == '' then
+    current = vim.go.completeopt
+  end
+  local flags = vim.tbl_filter(function(flag)
+    return flag ~= '' and not INSERTS_UNASKED[flag]
+  end, vim.split(current, ','))
+  for _, flag in ipairs({ 'menuone', 'noinsert' }) do
+    if not vim.tbl_contains(flags, flag) then
+      table.insert(flags, flag)
+    end
+  end
+  vim.bo[bufnr].completeopt = table.concat(flags, ',')
+end
+
 local function on_attach(client, bufnr)
   local keys = options.keymaps or {}
+  if options.completion then
+    ask_before_inserting(bufnr)
+  end
   if options.ghost_text and M.has_ghost_text() then
     vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
     map('i', keys.accept, function()
