@@ -132,6 +132,64 @@ def nvim012(tmp_path_factory, tiny_model_dir) -> dict:
     return run_driver(path, tmp_path_factory.mktemp("nvim012"), tiny_model_dir, True)
 
 
+@pytest.fixture(params=["0.11", "0.12"])
+def nvim_path(request) -> str:
+    """Each Neovim there is (0.12: with INFILL_NVIM_012)."""
+    if request.param == "0.11":
+        return find_nvim()
+    path = os.environ.get("INFILL_NVIM_012")
+    if not path:
+        pytest.skip("set INFILL_NVIM_012 to a Neovim 0.12+ (scripts/test-nvim-0.12.sh)")
+    return path
+
+
+def headless(nvim: str, tmp_path: Path, *commands: str) -> subprocess.CompletedProcess:
+    """Run `commands` in a clean headless Neovim whose state stays under tmp_path."""
+    env = os.environ | {
+        f"XDG_{kind}_HOME": str(tmp_path / kind.lower())
+        for kind in ("STATE", "DATA", "CACHE", "CONFIG")
+    }
+    args = [nvim, "--headless", "--clean"]
+    for command in (*commands, "qa!"):
+        args += ["-c", command]
+    return subprocess.run(
+        args,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_help_opens_with_only_the_plugin_on_runtimepath(nvim_path, tmp_path):
+    # the README's route without a plugin manager: runtimepath:append, no :helptags
+    out = tmp_path / "help.json"
+    probe = (
+        "lua local ok, err = pcall(vim.cmd, 'help infill'); "
+        "local seen = {ok = ok, err = tostring(err), file = vim.fn.expand('%:t'), "
+        "line = vim.api.nvim_get_current_line()}; "
+        f"vim.fn.writefile({{vim.json.encode(seen)}}, '{out}')"
+    )
+    headless(nvim_path, tmp_path, f"set runtimepath+={PLUGIN}", probe)
+    opened = json.loads(out.read_text())
+    assert opened["ok"], opened["err"]
+    assert opened["file"] == "infill.txt" and "*infill*" in opened["line"]
+
+
+def test_the_shipped_help_tags_are_what_helptags_makes(tmp_path):
+    doc = tmp_path / "doc"
+    doc.mkdir()
+    shutil.copy(PLUGIN / "doc" / "infill.txt", doc)
+    headless(find_nvim(), tmp_path, f"helptags {doc}")
+    shipped = PLUGIN / "doc" / "tags"
+    assert shipped.exists(), "run :helptags editor-clients/neovim/doc"
+    assert shipped.read_text() == (doc / "tags").read_text(), (
+        "doc/tags is out of date: run :helptags editor-clients/neovim/doc"
+    )
+
+
 def lines(text: str) -> list[str]:
     return text.rstrip("\n").split("\n")
 

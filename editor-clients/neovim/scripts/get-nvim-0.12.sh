@@ -20,6 +20,10 @@ apt-get $O download neovim neovim-runtime libc6 libgcc-s1 lua-luv lua-lpeg libuv
   libunibilium4 libtree-sitter0.26 libluajit-5.1-2 libluajit-5.1-common 2>&1 \
   | grep -v "^W: Download is performed unsandboxed" || true
 for f in *.deb; do dpkg -x "$f" "$DEST/root"; done
+# The binary looks for its bundled parsers (vimdoc for :help, lua, ...) in /usr/lib/nvim;
+# here they are under DEST: show them to it through $VIMRUNTIME/parser.
+[ -e "$DEST/root/usr/share/nvim/runtime/parser" ] \
+  || ln -s "$DEST/root/usr/lib/nvim/parser" "$DEST/root/usr/share/nvim/runtime/parser"
 cat > "$DEST/nvim" <<EOS
 #!/bin/sh
 R=$DEST/root
