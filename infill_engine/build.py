@@ -133,12 +133,14 @@ def build(
     force: bool = False,
     log: Any = None,
     adapter: bool = True,
+    trim: bool = True,
 ) -> Path:
     """Build the default model into `out` (default `built_model_dir()`).
 
     An existing complete build is kept unless `force`. The directory is written next
     to its final place and renamed, so an interrupted build leaves nothing half-done.
-    `adapter` False leaves the shipped adapter out (the base that training adapts).
+    `adapter` False leaves the shipped adapter out (the base that training adapts);
+    `trim` False keeps Gemma's whole vocabulary.
     """
     import torch
 
@@ -164,7 +166,7 @@ def build(
         model.config.readout_shift = READOUT_SHIFT
         model.config.mask_token_id = tokenizer.mask_token_id
         applied = adapter and apply_adapter(model, ADAPTER)
-        kept = kept_tokens() if adapter else None
+        kept = kept_tokens() if trim else None
         if kept is not None:
             trim_model(model, kept)
         gguf.unlink()

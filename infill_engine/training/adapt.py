@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
         print(f"resumed at step {state['step']}", flush=True)
+    vocab = len(tokenizer)
     rng = random.Random(args.seed + state["step"])
     gen = torch.Generator().manual_seed(args.seed + state["step"])
     train = load_split(args.data, "train")
@@ -104,9 +105,17 @@ def main(argv: list[str] | None = None) -> None:
         examples(train, tokenizer, canvas, rng, BUCKETS, shift, SPANS),
         args.batch_size,
     )
-    if state["best"] is None:
-        state["best"] = state["first_eval"] = _eval(model, fixed, args)
-        print(f"held-out span loss before training {state['best']:.3f}", flush=True)
+    if state["best"] is None or state.get("vocab") != vocab:
+        # Losses over another vocabulary do not compare: measure both ends again.
+        state["vocab"] = vocab
+        state["first_eval"] = _eval_without(adapters, model, fixed, args)
+        state["best"] = _eval(model, fixed, args) if state["step"] else None
+        state["best"] = state["best"] or state["first_eval"]
+        print(
+            f"held-out span loss before training {state['first_eval']:.3f}, "
+            f"now {state['best']:.3f}",
+            flush=True,
+        )
     total = state["elapsed"] + args.minutes * 60
     run_start, last_save = time.monotonic(), state["elapsed"]
     log = (work / "log.tsv").open("a")
@@ -163,6 +172,20 @@ def _eval(model: Any, fixed: Any, args: argparse.Namespace) -> float:
 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16 == "on"):
         return heldout_loss(model, fixed)
+
+
+def _eval_without(
+    adapters: dict[str, Any], model: Any, fixed: Any, args: argparse.Namespace
+) -> float:
+    """The held-out loss of the base alone (every adapter's update set to zero)."""
+    kept = {name: lora.lora_b.detach().clone() for name, lora in adapters.items()}
+    for lora in adapters.values():
+        lora.lora_b.data.zero_()
+    try:
+        return _eval(model, fixed, args)
+    finally:
+        for name, lora in adapters.items():
+            lora.lora_b.data.copy_(kept[name])
 
 
 def _save(
