@@ -237,6 +237,13 @@ class InfillServer(LanguageServer):
         window = self.client_capabilities.window
         return bool(window and window.work_done_progress)
 
+    def takes_snippets(self) -> bool:
+        """Whether the client's completion items may be snippets (`snippetSupport`)."""
+        text_document = self.client_capabilities.text_document
+        completion = text_document and text_document.completion
+        item = completion and completion.completion_item
+        return bool(item and item.snippet_support)
+
     def status(self) -> dict[str, Any]:
         """Model state for clients' status bars."""
         engine = self.engine
@@ -609,7 +616,7 @@ def create_server(
         found = await ls.suggest(params.text_document.uri, params.position)
         if found is None:
             return types.CompletionList(is_incomplete=True, items=[])
-        return edits.to_completion_items(*found, ls.codec)
+        return edits.to_completion_items(*found, ls.codec, snippets=ls.takes_snippets())
 
     @server.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,

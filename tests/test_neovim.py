@@ -26,6 +26,8 @@ CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "editor-clients" / "neovim"
 DRIVER = PLUGIN / "tests" / "e2e.lua"
+ACCEPT = PLUGIN / "tests" / "accept.lua"
+SCRIPTED = ROOT / "tests" / "scripted_server.py"
 SAMPLE = (
     "def mean(values):\n"
     "    total = 0\n"
@@ -228,7 +230,9 @@ def test_completion_items_insert_at_the_cursor(nvim011):
     for item in completion["items"]:
         edit = item["text_edit"]
         assert edit["range"]["start"] == edit["range"]["end"] == completion["cursor"]
-        assert edit["newText"].startswith(item["word"])
+        # Neovim declares snippet support, and inserts only the first word (0.11) or
+        # line (0.12) of a plain text item
+        assert item["format"] == 2, "not a snippet"
     assert completion["lines"][:5] == lines(SAMPLE)
 
 
@@ -237,9 +241,20 @@ def test_a_completion_item_enters_the_buffer_only_when_accepted(nvim):
     assert completion["shown"], "no completion items after <C-x><C-o>"
     assert completion["menu"], "the lone item was not shown in a menu"
     assert completion["asked"] == completion["typed"], "inserted before <C-y>"
-    # Neovim inserts an item's word: its text up to the first blank (maybe none)
-    word = completion["selected_word"]
-    assert completion["accepted"] == completion["typed"] + word, "<C-y> did not accept"
+    # the whole suggestion, as the item's documentation shows it; Neovim's snippets
+    # turn tabs into spaces under 'expandtab' and indent blank lines too
+    (item,) = completion["items"]
+    text = item["documentation"].removeprefix("```\n").removesuffix("\n```")
+    if completion["expandtab"]:
+        text = text.replace("\t", " " * completion["shiftwidth"])
+    row = completion["cursor"]["line"]
+    sample = lines(SAMPLE)
+    expected = [*sample[:row], *(completion["typed"] + text).split("\n"), *sample[row:]]
+    accepted = completion["accepted"]
+    assert accepted != sample, "<C-y> did not accept"
+    assert [ln if ln.strip(" \t") else "" for ln in accepted] == [
+        ln if ln.strip(" \t") else "" for ln in expected
+    ]
 
 
 def test_typing_with_autotrigger_on_inserts_nothing(nvim):
@@ -304,3 +319,69 @@ def test_ghost_text_appears_and_tab_accepts_it(nvim012):
     )
     assert ghost["left"] == 0
     assert ghost["lines"][:5] == lines(SAMPLE)
+
+
+# (file, 1-based line to append to, the server's suggestion, the file after <C-y>)
+ACCEPTED = {
+    "words": (
+        "def total(p):\n    return \n",
+        2,
+        "p.price * p.count + p.shipping",
+        ["def total(p):", "    return p.price * p.count + p.shipping"],
+    ),
+    "snippet syntax": (
+        "def label(name, total):\n    return \n",
+        2,
+        r'f"${total:.2f}\t{name}" or "$0 }"',
+        ["def label(name, total):", r'    return f"${total:.2f}\t{name}" or "$0 }"'],
+    ),
+    "lines": (
+        "def scale(xs, k):\n    out = []\n    \n    return out\n",
+        3,
+        "for x in xs:\n        if x:\n            out.append(x * k)",
+        [
+            "def scale(xs, k):",
+            "    out = []",
+            "    for x in xs:",
+            "        if x:",
+            "            out.append(x * k)",
+            "    return out",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_ctrl_y_inserts_the_whole_suggestion_exactly(nvim_path, tmp_path, case):
+    source, line, suggestion, expected = ACCEPTED[case]
+    (tmp_path / "accept.py").write_text(source)
+    report = tmp_path / "report.json"
+    env = os.environ | {
+        f"XDG_{kind}_HOME": str(tmp_path / kind.lower())
+        for kind in ("STATE", "DATA", "CACHE", "CONFIG")
+    }
+    env |= {
+        "INFILL_E2E_PLUGIN": str(PLUGIN),
+        "INFILL_E2E_CMD": json.dumps(
+            [sys.executable, str(SCRIPTED), json.dumps([suggestion])]
+        ),
+        "INFILL_E2E_FILE": str(tmp_path / "accept.py"),
+        "INFILL_E2E_LINE": str(line),
+        "INFILL_E2E_REPORT": str(report),
+    }
+    proc = subprocess.run(
+        [nvim_path, "--headless", "--clean", "-c", f"luafile {ACCEPT}"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    if not report.exists():
+        pytest.fail(f"no report from Neovim (rc {proc.returncode}):\n{proc.stderr}")
+    seen = json.loads(report.read_text())
+    assert seen.get("error") is None, seen["error"]
+    assert seen["ready"] and seen["shown"], seen
+    assert seen["lines"] == expected, seen
+    assert not seen["errmsg"], seen["errmsg"]

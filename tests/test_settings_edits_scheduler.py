@@ -1,9 +1,23 @@
 import asyncio
 import threading
 
-from lsp_server.edits import LastSuggestion, continue_suggestion
+import pytest
+from lsprotocol import types
+from pygls.workspace.position_codec import PositionCodec
+
+from lsp_server import context
+from lsp_server.documents import Snapshot
+from lsp_server.edits import (
+    LastSuggestion,
+    continue_suggestion,
+    snippet_text,
+    to_completion_items,
+)
 from lsp_server.scheduler import Scheduler
 from lsp_server.settings import Settings, parse
+from lsp_server.syntax import parse as parse_code
+
+UTF16 = PositionCodec(types.PositionEncodingKind.Utf16)
 
 
 def test_settings_accept_both_shapes_and_report_bad_values():
@@ -32,6 +46,82 @@ def test_typing_the_start_of_the_suggestion_serves_the_rest():
     assert continue_suggestion(last, 4, "    x = comp") is None
     assert continue_suggestion(last, 3, "    x = compute(a, b)") is None
     assert continue_suggestion(None, 3, "x") is None
+
+
+def read_snippet(body: str) -> str:
+    """The text a snippet of text alone inserts, by the LSP grammar: a backslash
+    escapes `$`, `}` and itself; a bare `$` or `}` would be snippet syntax."""
+    out, i = [], 0
+    while i < len(body):
+        if body[i] == "\\" and body[i + 1 : i + 2] in ("$", "}", "\\"):
+            out.append(body[i + 1])
+            i += 2
+            continue
+        assert body[i] not in "$}", f"bare {body[i]!r} at {i} in {body!r}"
+        out.append(body[i])
+        i += 1
+    return "".join(out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "p.price * p.count + p.shipping",
+        'f"${total:.2f}\\t{name}" or "$0 }"',
+        "${1:x} $TM_FILENAME \\$ \\\\}",
+        "\\",
+        "$",
+        "",
+    ],
+)
+def test_snippet_text_inserts_the_text_literally(text):
+    assert read_snippet(snippet_text(text)) == text
+
+
+BODY = "def scale(xs, k):\n    out = []\n    \n    return out\n"
+
+
+def completion_item(text: str, snippets: bool) -> types.CompletionItem:
+    """The item for `text` suggested on BODY's blank, indented third line."""
+    snap = Snapshot("file:///t.py", 1, "python", BODY)
+    offset = BODY.index("    \n") + 4
+    ctx = context.at_cursor(snap, offset, parse_code("python", BODY))
+    (item,) = to_completion_items(snap, ctx, text, UTF16, snippets=snippets).items
+    assert item.text_edit.range.start == item.text_edit.range.end
+    assert item.text_edit.range.start == types.Position(2, 4)
+    return item
+
+
+def test_a_snippet_client_gets_the_text_escaped_and_indented_like_the_cursor_line():
+    text = "for x in $xs:\n        if x:\n\n            out.append(x * k)"
+    item = completion_item(text, snippets=True)
+    assert item.insert_text_format == types.InsertTextFormat.Snippet
+    assert item.insert_text_mode == types.InsertTextMode.AdjustIndentation
+    # the client puts the cursor line's indentation back before each later line
+    body = read_snippet(item.text_edit.new_text)
+    assert body == "for x in $xs:\n    if x:\n\n        out.append(x * k)"
+    assert item.label == "for x in $xs:"
+    assert item.documentation.value == f"```\n{text}\n```"
+
+
+def test_a_snippet_ends_before_a_line_left_of_the_cursor_line():
+    # no snippet can say "less indented than the cursor's line": stop before it
+    item = completion_item("out.append(k)\n\nprint(scale([1], 2))", snippets=True)
+    assert read_snippet(item.text_edit.new_text) == "out.append(k)"
+    assert item.documentation.value == "```\nout.append(k)\n```"
+
+
+def test_a_client_without_snippets_gets_the_text_as_it_is():
+    text = "out.append(k)\n\nprint(scale([1, $2], 2))"
+    item = completion_item(text, snippets=False)
+    assert item.insert_text_format == types.InsertTextFormat.PlainText
+    assert item.insert_text_mode == types.InsertTextMode.AsIs
+    assert item.text_edit.new_text == text
+
+
+def test_a_long_label_is_kept_whole():
+    text = "total = " + " + ".join(f"values[{i}]" for i in range(20))
+    assert completion_item(text, snippets=True).label == text
 
 
 async def test_newest_job_per_key_wins_and_older_returns_within_a_step():

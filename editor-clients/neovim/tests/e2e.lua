@@ -154,13 +154,18 @@ local function run()
   local edits = {}
   for _, item in ipairs(vim.fn.complete_info({ 'items' }).items) do
     local lsp_item = vim.tbl_get(item, 'user_data', 'nvim', 'lsp', 'completion_item') or {}
-    table.insert(edits, { word = item.word, text_edit = lsp_item.textEdit or vim.NIL })
+    table.insert(edits, {
+      word = item.word,
+      text_edit = lsp_item.textEdit or vim.NIL,
+      format = lsp_item.insertTextFormat or vim.NIL,
+      documentation = vim.tbl_get(lsp_item, 'documentation', 'value') or vim.NIL,
+    })
   end
   feed('<C-y>')
   wait_for(2000, function()
     return vim.api.nvim_get_current_line() ~= asked
   end)
-  local accepted = vim.api.nvim_get_current_line()
+  local accepted = lines(buf)
   feed('<Esc>')
   wait_for(2000, function()
     return vim.api.nvim_get_mode().mode == 'n'
@@ -174,6 +179,8 @@ local function run()
     menu = menu,
     selected_word = selected and selected.word or vim.NIL,
     accepted = accepted,
+    expandtab = vim.bo[buf].expandtab,
+    shiftwidth = vim.fn.shiftwidth(),
     lines = lines(buf),
   })
   vim.api.nvim_buf_set_lines(buf, 0, -1, false, original)
