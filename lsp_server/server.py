@@ -122,6 +122,15 @@ class Fill:
 
 
 @dataclasses.dataclass(frozen=True)
+class HoleFills:
+    """A buffer's hole fills: the edits, and how many holes were left as they were
+    (the user has been told why)."""
+
+    spans: list[tuple[int, int, str]]
+    left: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class EarlyFill:
     """A suggestion started when a change arrived: for `offset` in `version`."""
 
@@ -461,7 +470,7 @@ class InfillServer(LanguageServer):
         self.notify_status()
         return fill
 
-    async def fill_holes(self, snap: Snapshot) -> list[tuple[int, int, str]] | None:
+    async def fill_holes(self, snap: Snapshot) -> HoleFills | None:
         """Fill every hole marker of a snapshot in one job; None if it went stale.
 
         The user sees these edits only once they have landed, so each must parse where
@@ -483,7 +492,7 @@ class InfillServer(LanguageServer):
                 left.append((snap.lines.line_of(hole.start) + 1, fill.why))
         if left:
             self.report_left(left)
-        return spans
+        return HoleFills(spans, len(left))
 
     def report_left(self, left: list[tuple[int, str]]) -> None:
         """One line on the holes left as they were, given as (1-based line, why): a
@@ -520,7 +529,8 @@ class InfillServer(LanguageServer):
 
         def done(fut: asyncio.Future) -> None:
             self._background.discard(fut)
-            spans = None if fut.cancelled() or fut.exception() else fut.result()
+            fills = None if fut.cancelled() or fut.exception() else fut.result()
+            spans = fills.spans if fills else []
             current = self.store.get(snap.uri)
             if not spans or current is None or current.version != snap.version:
                 return
@@ -638,7 +648,8 @@ def create_server(
         if snap is None or snap.version != data.get("version"):
             return action  # the document moved on: no edit rather than a wrong one
         if data.get("kind") == "holes":
-            spans = await ls.fill_holes(snap)
+            fills = await ls.fill_holes(snap)
+            spans = fills.spans if fills else None
             action.edit = edits.replacement(snap, spans, ls.codec) if spans else None
         else:
             rng = converter.structure(data.get("range"), types.Range)
@@ -662,15 +673,18 @@ def create_server(
 
     @server.command(CMD_FILL_HOLES)
     async def fill_holes(ls: InfillServer, uri: str):
+        # `left`: holes left as they were, already said (window/showMessage), so a
+        # client need not say that nothing was filled
         snap = ls.snapshot(uri)
-        spans = await ls.fill_holes(snap) if snap else None
-        if snap is None or not spans:
-            return {"applied": False, "holes": 0}
-        edit = edits.replacement(snap, spans, ls.codec)
+        fills = await ls.fill_holes(snap) if snap else None
+        if snap is None or fills is None or not fills.spans:
+            return {"applied": False, "holes": 0, "left": fills.left if fills else 0}
+        edit = edits.replacement(snap, fills.spans, ls.codec)
         result = await ls.workspace_apply_edit_async(
             types.ApplyWorkspaceEditParams(edit=edit)
         )
-        return {"applied": bool(result and result.applied), "holes": len(spans)}
+        applied = bool(result and result.applied)
+        return {"applied": applied, "holes": len(fills.spans), "left": fills.left}
 
     @server.command(CMD_STATUS)
     def status(ls: InfillServer, *args):
@@ -690,7 +704,8 @@ def create_server(
         job = asyncio.ensure_future(ls.fill_holes(snap))
         done, _ = await asyncio.wait({job}, timeout=ls.settings.save_deadline_ms / 1000)
         if job in done and not job.exception():
-            return edits.text_edits(snap, job.result() or [], ls.codec)
+            fills = job.result()
+            return edits.text_edits(snap, fills.spans if fills else [], ls.codec)
         ls.apply_later(snap, job)  # the save goes through untouched; fill right after
         return []
 

@@ -431,6 +431,15 @@ async def test_a_hole_no_fill_parses_for_is_left_as_it_was_and_said_why(scripted
     assert [st["message"] for st in s.statuses if "line 2" in st["message"]] == said
 
 
+async def test_the_fill_holes_command_counts_the_holes_it_left_and_said(scripted):
+    # a client need not add "nothing filled" to the server's message on why
+    s = await scripted("try")
+    s.open(URI, FIRST + "\n\ndef second(xs):\n    # <fill>\n")
+    result = await s.command("infill.fillHoles", URI)
+    assert result == {"applied": False, "holes": 0, "left": 2}
+    assert len(s.messages) == 1 and "lines 2, 6" in s.messages[0].message
+
+
 async def test_a_hole_gets_the_best_fill_that_parses(scripted):
     s = await scripted("try", "return xs[0]")
     s.open(URI, FIRST)

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from infill_engine.device import cpu_dtype
-from lsp_server import syntax
+from lsp_server import postprocess, syntax
 
 CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "editor-clients" / "neovim"
 DRIVER = PLUGIN / "tests" / "e2e.lua"
-ACCEPT = PLUGIN / "tests" / "accept.lua"
+SCRIPTED_DRIVER = PLUGIN / "tests" / "scripted.lua"
 SCRIPTED = ROOT / "tests" / "scripted_server.py"
 SAMPLE = (
     "def mean(values):\n"
@@ -351,10 +351,12 @@ ACCEPTED = {
 }
 
 
-@pytest.mark.parametrize("case", ACCEPTED)
-def test_ctrl_y_inserts_the_whole_suggestion_exactly(nvim_path, tmp_path, case):
-    source, line, suggestion, expected = ACCEPTED[case]
-    (tmp_path / "accept.py").write_text(source)
+def run_scripted(
+    nvim: str, tmp_path: Path, source: str, answers: list[str], do: str, line: int = 0
+) -> dict:
+    """Run the scripted driver on `source` against a server whose model always
+    answers `answers`; its report."""
+    (tmp_path / "scripted.py").write_text(source)
     report = tmp_path / "report.json"
     env = os.environ | {
         f"XDG_{kind}_HOME": str(tmp_path / kind.lower())
@@ -363,14 +365,15 @@ def test_ctrl_y_inserts_the_whole_suggestion_exactly(nvim_path, tmp_path, case):
     env |= {
         "INFILL_E2E_PLUGIN": str(PLUGIN),
         "INFILL_E2E_CMD": json.dumps(
-            [sys.executable, str(SCRIPTED), json.dumps([suggestion])]
+            [sys.executable, str(SCRIPTED), json.dumps(answers)]
         ),
-        "INFILL_E2E_FILE": str(tmp_path / "accept.py"),
+        "INFILL_E2E_FILE": str(tmp_path / "scripted.py"),
+        "INFILL_E2E_DO": do,
         "INFILL_E2E_LINE": str(line),
         "INFILL_E2E_REPORT": str(report),
     }
     proc = subprocess.run(
-        [nvim_path, "--headless", "--clean", "-c", f"luafile {ACCEPT}"],
+        [nvim, "--headless", "--clean", "-c", f"luafile {SCRIPTED_DRIVER}"],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -382,6 +385,24 @@ def test_ctrl_y_inserts_the_whole_suggestion_exactly(nvim_path, tmp_path, case):
         pytest.fail(f"no report from Neovim (rc {proc.returncode}):\n{proc.stderr}")
     seen = json.loads(report.read_text())
     assert seen.get("error") is None, seen["error"]
-    assert seen["ready"] and seen["shown"], seen
-    assert seen["lines"] == expected, seen
+    assert seen["ready"], seen
     assert not seen["errmsg"], seen["errmsg"]
+    return seen
+
+
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_ctrl_y_inserts_the_whole_suggestion_exactly(nvim_path, tmp_path, case):
+    source, line, suggestion, expected = ACCEPTED[case]
+    seen = run_scripted(nvim_path, tmp_path, source, [suggestion], "accept", line)
+    assert seen["shown"], "no completion items after <C-x><C-o>"
+    assert seen["lines"] == expected
+
+
+def test_fill_holes_says_once_that_a_hole_is_left_as_it_was(nvim_path, tmp_path):
+    # the model's only fill, a `try` without its colon, parses nowhere
+    source = "def first(xs):\n    # <fill>\n"
+    seen = run_scripted(nvim_path, tmp_path, source, ["try"], "fill_holes")
+    assert seen["answered"], "no answer to infill.fillHoles"
+    why = postprocess.NO_PARSE
+    assert seen["said"] == [f"infill: the hole on line 2 is left as it was: {why}"]
+    assert seen["lines"] == lines(source)

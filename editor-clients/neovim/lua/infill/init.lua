@@ -180,7 +180,8 @@ function M.fill_holes(bufnr)
   execute(bufnr, 'infill.fillHoles', { vim.uri_from_bufnr(bufnr) }, function(result)
     if result.applied then
       vim.notify(('infill: filled %d hole(s)'):format(result.holes or 0), level('INFO'))
-    else
+    elseif (tonumber(result.left) or 0) == 0 then
+      -- holes left as they were (`left`) the server has already named, with why
       local why = 'infill: no hole filled (no marker, or nothing usable from the model)'
       vim.notify(why, level('INFO'))
     end

@@ -1,18 +1,22 @@
--- Accept driver: headless Neovim + this plugin + a server with a fixed suggestion.
+-- Scripted driver: headless Neovim + this plugin + a server whose model always gives
+-- the same text, so what reaches the buffer and the user can be checked exactly.
 --
--- Run as `nvim --headless --clean -c "luafile accept.lua"` with:
+-- Run as `nvim --headless --clean -c "luafile scripted.lua"` with:
 --   INFILL_E2E_PLUGIN  this plugin's directory (put on 'runtimepath')
 --   INFILL_E2E_CMD     the server command, a JSON list (tests/scripted_server.py)
 --   INFILL_E2E_FILE    the file to edit
---   INFILL_E2E_LINE    the line (1-based) to append to: `A`, <C-x><C-o>, <C-y>
+--   INFILL_E2E_DO      what to do there:
+--                      "accept": on line INFILL_E2E_LINE (1-based), `A`, <C-x><C-o>, <C-y>
+--                      "fill_holes": :InfillFillHoles
 --   INFILL_E2E_REPORT  where to write the JSON report
 --
 -- The plugin is set up with its defaults, so Neovim 0.11 completes through
 -- vim.lsp.completion and 0.12 (ghost text on) through its omnifunc. The report holds the
--- buffer after <C-y>; the Python test compares it with the text the server suggested.
+-- buffer after <C-y>, and the messages the user was shown; the Python test compares them
+-- with what the server was scripted to answer.
 
 local env = vim.env
-local report = { notifications = {} }
+local report = { said = {} }
 local co
 
 local function finish(err)
@@ -53,22 +57,16 @@ local function lines()
   return vim.api.nvim_buf_get_lines(0, 0, -1, false)
 end
 
-vim.notify = function(message, lvl)
-  table.insert(report.notifications, { message = tostring(message), level = lvl })
+-- What the user is told: the plugin's vim.notify and the server's window/showMessage
+-- (recorded here instead of shown; 0.12's handler would pass it to vim.notify too).
+vim.notify = function(message)
+  table.insert(report.said, tostring(message))
+end
+vim.lsp.handlers['window/showMessage'] = function(_, params)
+  table.insert(report.said, params.message)
 end
 
-local function run()
-  vim.opt.rtp:prepend(env.INFILL_E2E_PLUGIN)
-  local infill = require('infill')
-  infill.setup({ cmd = vim.json.decode(env.INFILL_E2E_CMD) })
-  vim.cmd.edit(env.INFILL_E2E_FILE)
-  report.ready = wait_for(30000, function()
-    return infill.status ~= nil and infill.status.state == 'ready'
-  end)
-  if not report.ready then
-    return
-  end
-
+local function accept()
   vim.api.nvim_win_set_cursor(0, { tonumber(env.INFILL_E2E_LINE), 0 })
   feed('A')
   wait_for(1000, function()
@@ -88,6 +86,43 @@ local function run()
   wait_for(2000, function()
     return vim.api.nvim_get_mode().mode == 'n'
   end)
+end
+
+local function fill_holes()
+  local answered = false
+  vim.api.nvim_create_autocmd('LspRequest', {
+    callback = function(args)
+      local request = args.data and args.data.request or {}
+      if request.method == 'workspace/executeCommand' and request.type == 'complete' then
+        answered = true
+      end
+    end,
+  })
+  report.said = {}
+  vim.cmd('InfillFillHoles')
+  report.answered = wait_for(10000, function()
+    return answered
+  end)
+  sleep(300) -- the plugin's own message follows the answer
+end
+
+local function run()
+  vim.opt.rtp:prepend(env.INFILL_E2E_PLUGIN)
+  local infill = require('infill')
+  infill.setup({ cmd = vim.json.decode(env.INFILL_E2E_CMD) })
+  vim.cmd.edit(env.INFILL_E2E_FILE)
+  report.ready = wait_for(30000, function()
+    return infill.status ~= nil and infill.status.state == 'ready'
+  end)
+  if not report.ready then
+    return
+  end
+
+  if env.INFILL_E2E_DO == 'fill_holes' then
+    fill_holes()
+  else
+    accept()
+  end
   report.version = tostring(vim.version())
   report.errmsg = vim.v.errmsg
   report.lines = lines()
