@@ -199,10 +199,14 @@ async function fillHoles(): Promise<void> {
     () => running.sendRequest(ExecuteCommandRequest.type, params),
   );
   const marker = settings().holeMarker;
-  const text = result?.applied
-    ? `Infill: filled ${result.holes} hole(s).`
-    : `Infill: no hole filled (no '${marker}' comment, or nothing usable from the model).`;
-  void vscode.window.showInformationMessage(text);
+  if (result?.applied) {
+    void vscode.window.showInformationMessage(`Infill: filled ${result.holes} hole(s).`);
+  } else if (!result?.left) {
+    // holes left as they were (`left`) the server has already named, with why
+    void vscode.window.showInformationMessage(
+      `Infill: no hole filled (no '${marker}' comment, or nothing usable from the model).`,
+    );
+  }
 }
 
 async function toggleSuggestions(): Promise<void> {
