@@ -188,7 +188,7 @@ class InfillEngine:
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> InfillEngine:
-        """Load a checkpoint (None: the bundled model) and build an engine around it.
+        """Load a checkpoint (None: the default model) and build an engine around it.
 
         Defaults the checkpoint ships in `infill.json` apply unless `kwargs` sets them;
         its `denoise` object overrides the generation config's denoising settings.
@@ -362,11 +362,11 @@ class InfillEngine:
         return out
 
     def _window(self, batch: CanvasBatch) -> slice:
-        return (
-            slice(0, self.canvas_length)
-            if self.exact_self_conditioning
-            else batch.window
-        )
+        if not self.exact_self_conditioning:
+            return batch.window
+        # With a readout shift, position i is read from i - shift: the first `shift`
+        # positions (pinned prefix) have no logits of their own.
+        return slice(getattr(self.denoiser, "readout_shift", 0), self.canvas_length)
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

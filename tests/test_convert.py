@@ -230,3 +230,17 @@ def test_merged_adapter_equals_the_trained_forward(tiny_tokenizer, tmp_path):
     assert not torch.allclose(before[0], expected[0], atol=1e-3)
     torch.testing.assert_close(after[0], expected[0], atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(after[1], expected[1], atol=1e-3, rtol=1e-3)
+
+
+def test_whole_canvas_logits_work_with_a_readout_shift(pair, tiny_tokenizer):
+    """`exact_self_conditioning` computes the whole canvas; with shift 1 the first
+    position has no position before it to read from. Regression: every such fill
+    raised. The span's logits are the window's, so the text is the same."""
+    _, converted = pair
+    request = InfillRequest("def f(x):\n    ", "\nprint(x)\n", span_lengths=[8])
+    window = InfillEngine(converted, tiny_tokenizer, resolve("cpu")).fill(request)
+    exact = InfillEngine(
+        converted, tiny_tokenizer, resolve("cpu"), exact_self_conditioning=True
+    ).fill(request)
+    assert not exact.cancelled
+    assert exact.text == window.text
