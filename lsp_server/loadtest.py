@@ -5,7 +5,8 @@ in between, on one document and on ten. Not part of the test suite; prints JSON.
 For each burst: how many requests were answered with a suggestion, answered empty
 (superseded by a newer request for the same document, or computed for an older version
 and dropped), the time from the last request sent to the last answer, and the server's
-resident memory before and after. Run as `python -m lsp_server.loadtest`.
+resident memory before and after. `--rounds` repeats the pair of bursts on new
+documents, to see whether memory levels off. Run as `python -m lsp_server.loadtest`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def burst(session: Session, documents: int, requests: int) -> dict[str, Any]:
+async def burst(
+    session: Session, documents: int, requests: int, round_: int = 0
+) -> dict[str, Any]:
     """Open `documents` files and send `requests` inline requests round-robin, typing a
     character into the document before each one."""
-    uris = [f"file:///load/{documents}/{i}.py" for i in range(documents)]
+    uris = [f"file:///load/{round_}/{documents}/{i}.py" for i in range(documents)]
     for uri in uris:
         session.open(uri, BASE)
     server = session.client._server
@@ -84,8 +87,11 @@ async def burst(session: Session, documents: int, requests: int) -> dict[str, An
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     session = await Session.ready(args.model, args.device, {"maxSteps": args.steps})
     out: dict[str, Any] = {"bursts": []}
-    for documents in (1, 10):
-        out["bursts"].append(await burst(session, documents, args.requests))
+    for round_ in range(args.rounds):
+        for documents in (1, 10):
+            out["bursts"].append(
+                await burst(session, documents, args.requests, round_)
+            )
     alive = await session.command("infill.status")
     out["server_state_after"] = alive["state"]
     await session.stop()
@@ -99,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lsp_server.loadtest", description=__doc__
     )
     parser.add_argument(
-        "--model", default="", help="checkpoint (default: bundled model)"
+        "--model", default="", help="checkpoint (default: the default model)"
     )
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--requests", type=int, default=500, help="requests per burst")
     parser.add_argument("--steps", type=int, default=0, help="maxSteps (0: model's)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="times to run the pair of bursts (on new documents), to watch memory",
+    )
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(run(args)), indent=2))
     return 0
