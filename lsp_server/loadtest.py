@@ -89,9 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"bursts": []}
     for round_ in range(args.rounds):
         for documents in (1, 10):
-            out["bursts"].append(
-                await burst(session, documents, args.requests, round_)
-            )
+            out["bursts"].append(await burst(session, documents, args.requests, round_))
     alive = await session.command("infill.status")
     out["server_state_after"] = alive["state"]
     await session.stop()
