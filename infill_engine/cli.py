@@ -415,7 +415,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "threads": engine.placement.threads or None,
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "model": args.model or "bundled",
+        "model": args.model or "default",
         "parameters": sum(p.numel() for p in engine.model.parameters()),
         "canvas_length": engine.canvas_length,
     }

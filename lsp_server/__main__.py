@@ -43,9 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default="",
-        help="checkpoint directory or hub id (default: the bundled model); the "
-        "client's "
-        "infill.model setting overrides it",
+        help="checkpoint directory or hub id (default: the model `infill model build` "
+        "wrote); the client's infill.model setting overrides it",
     )
     parser.add_argument(
         "--device",

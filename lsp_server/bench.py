@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lsp_server.bench", description=__doc__
     )
     parser.add_argument(
-        "--model", default="", help="checkpoint (default: bundled model)"
+        "--model", default="", help="checkpoint (default: the default model)"
     )
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument(

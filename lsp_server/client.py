@@ -97,7 +97,7 @@ class Session:
 
     @classmethod
     async def ready(cls, model: str, device: str, options: Any = None) -> Session:
-        """A started server (model "" = bundled) whose model has finished loading."""
+        """A started server (model "": the default) whose model has finished loading."""
         session = cls()
         extra = ["--model", model] if model else []
         await session.start(*extra, "--device", device, options=options)

@@ -48,7 +48,7 @@ EngineFactory = Callable[[settings.Settings], "InfillEngine"]
 
 
 def load_engine(s: settings.Settings) -> InfillEngine:
-    """The default factory: the configured checkpoint, or the bundled model."""
+    """The default factory: the configured checkpoint, or the default model."""
     from infill_engine.engine import InfillEngine
 
     return InfillEngine.load(s.model or None, s.device)
@@ -259,7 +259,7 @@ class InfillServer(LanguageServer):
         return {
             "state": self.state,
             "message": self.state_message,
-            "model": self.settings.model or "bundled",
+            "model": self.settings.model or "default",
             "device": engine.placement.describe() if engine else self.settings.device,
             "latencyMs": self.last_latency_ms,
             "last": self.last_timings,

@@ -22,7 +22,7 @@ class Settings:
     """Every user-facing knob of the server.
 
     Attributes:
-        model: checkpoint directory or hub id; empty means the bundled model.
+        model: checkpoint directory or hub id; empty means the default model.
         device: 'auto', 'cuda' or 'cpu'.
         max_steps: cap on denoising steps per request (0: the model's default).
         span_size: span slots for a suggestion (0: chosen from the span kind).

@@ -1,9 +1,12 @@
-"""Training pipeline of the shipped model: corpus, tokenizer, FIM training, evaluation.
+"""Training pipeline: corpus, adaptation of the default model, evaluation.
 
     python -m infill_engine.training.corpus   # stdlib + listed wheels -> work-data
-    python -m infill_engine.training.vocab --out infill_engine/model
-    python -m infill_engine.training.train --out infill_engine/model
-    python -m infill_engine.training.evaluate --model infill_engine/model --set heldout
+    python -m infill_engine.training.adapt    # the default model's adapter
+    python -m infill_engine.training.compare  # line fills against left to right
+    python -m infill_engine.training.evaluate --model DIR --set heldout
+
+`vocab` and `train` train a small DiffusionGemma from scratch (how the project's first,
+8M-parameter model was made).
 
 Training examples are laid out by `infill_engine.canvas.plan_canvas`, the function the
 engine uses at inference, so the model learns exactly the canvas it is asked to fill.

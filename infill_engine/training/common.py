@@ -229,7 +229,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """Command line: fill the common holes, print each fill and the shares."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="default: the bundled model")
+    parser.add_argument("--model", default=None, help="default: the default model")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=None, help="override the model's")

@@ -1,7 +1,7 @@
 """Line fills on held-out code: the default model against baselines that cannot
 flatter it, measured in one run on the same holes.
 
-    python -m infill_engine.training.compare [--model DIR] [--bundled DIR] [--n 100]
+    python -m infill_engine.training.compare [--model DIR] [--previous DIR] [--n 100]
         [--json compare.json]
 
 On each held-out set (`heldout`: files never trained on, `rich` among them;
@@ -14,8 +14,9 @@ indent, as when the cursor is at the end of what has been typed. Each hole is fi
 - **left-to-right**: the same base, Gemma 3 270M as published (unconverted, no
   adapter), decoding greedily from the prefix alone to the end of the line, with as
   much prefix as the engine keeps;
-- **bundled** (with `--bundled`): another checkpoint through the engine, e.g. the
-  previous default model.
+- **previous** (with `--previous`): another checkpoint through the engine, e.g. the
+  8M model that was the default before (in the history up to commit 16ee57f:
+  `git worktree add /tmp/old 16ee57f`, then `--previous /tmp/old/infill_engine/model`).
 
 Per system and set: exact match (the fill's first line, trailing space stripped, is
 the rest of the line), parses (the file with that line inserted still parses), empty
@@ -143,15 +144,15 @@ def left_to_right_filler(prefix_tokens: int) -> Filler:
 
 
 def compare(
-    data: Path, model: str | None, bundled: str | None, n: int, prefix_tokens: int
+    data: Path, model: str | None, previous: str | None, n: int, prefix_tokens: int
 ) -> dict[str, Any]:
     """Every system on the same holes of every held-out set."""
     from infill_engine.loader import default_model
 
     systems: dict[str, Filler] = {"diffusion": engine_filler(model or default_model())}
     systems["left_to_right"] = left_to_right_filler(prefix_tokens)
-    if bundled:
-        systems["bundled"] = engine_filler(bundled)
+    if previous:
+        systems["previous"] = engine_filler(previous)
     report: dict[str, Any] = {"model": model or default_model(), "sets": {}}
     for name in SETS:
         holes = line_holes(load_split(data, name), n)
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model", help="checkpoint (default: the built default)")
-    parser.add_argument("--bundled", help="another checkpoint to compare with")
+    parser.add_argument("--previous", help="another checkpoint to compare with")
     parser.add_argument("--n", type=int, default=100, help="holes per set")
     parser.add_argument(
         "--prefix-tokens",
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("compare.json"))
     args = parser.parse_args(argv)
-    report = compare(args.data, args.model, args.bundled, args.n, args.prefix_tokens)
+    report = compare(args.data, args.model, args.previous, args.n, args.prefix_tokens)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
 

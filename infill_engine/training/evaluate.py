@@ -1,6 +1,6 @@
 """Evaluate a checkpoint through the real engine on holes cut from files it never saw.
 
-    python -m infill_engine.training.evaluate --model infill_engine/model \
+    python -m infill_engine.training.evaluate --model DIR \
         --set heldout|independent --n 200 --json out.json
 
 Holes are cut by the training kinds (`holes.KINDS`, cycled) and filled with
@@ -159,7 +159,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Command line: evaluate one split in three length modes; print, save JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="infill_engine/model")
+    parser.add_argument("--model", default=None, help="default: the default model")
     parser.add_argument("--set", choices=("heldout", "independent"), default="heldout")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--modes", default="oracle,eos,batched")

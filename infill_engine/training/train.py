@@ -1,6 +1,7 @@
-"""Train the shipped infiller: fill-in-the-middle on the engine's own canvas layout.
+"""Train a DiffusionGemma infiller from scratch: fill-in-the-middle on the engine's own
+canvas layout.
 
-    python -m infill_engine.training.train --out infill_engine/model [--minutes 55]
+    python -m infill_engine.training.train --out work-data/model [--minutes 55]
         [--objective lm|fim]
 
 Two objectives, run as phases that resume one checkpoint:

@@ -1,6 +1,6 @@
 """Train the shipped model's tokenizer on the training split; save it into a model dir.
 
-python -m infill_engine.training.vocab --out infill_engine/model [--vocab-size 8192]
+python -m infill_engine.training.vocab --out work-data/model [--vocab-size 8192]
 """
 
 from __future__ import annotations
