@@ -206,8 +206,9 @@ def apply_adapter(model: Any, path: Path) -> bool:
 
 
 def write_provenance(directory: Path, adapted: bool) -> None:
-    """The Gemma Terms of Use, the NOTICE and the build record beside the weights."""
-    for name in ("GEMMA_TERMS_OF_USE.html", "NOTICE", "USE_POLICY.md"):
+    """The Gemma Terms of Use, the NOTICE, the model card and the build record beside
+    the weights."""
+    for name in ("GEMMA_TERMS_OF_USE.html", "NOTICE", "USE_POLICY.md", "MODEL_CARD.md"):
         shutil.copy(LICENCE_DIR / name, directory / name)
     record = {
         "base_package": f"{BASE_PACKAGE}=={BASE_VERSION}",

@@ -115,3 +115,15 @@ def test_trimmed_model_keeps_the_kept_tokens_logits(tiny_tokenizer):
     assert model.config.text_config.vocab_size == len(kept)
     assert model.lm_head.weight is model.model.decoder.embed_tokens.weight
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_a_built_model_carries_the_gemma_terms_notice_and_card(tmp_path):
+    build.write_provenance(tmp_path, adapted=True)
+    notice = (tmp_path / "NOTICE").read_text()
+    assert "Gemma is provided under and subject to the Gemma Terms of Use" in notice
+    assert "Gemma Terms of Use" in (tmp_path / "GEMMA_TERMS_OF_USE.html").read_text()
+    assert "Section 3.2" in (tmp_path / "USE_POLICY.md").read_text()
+    assert build.BASE_SHA256 in (tmp_path / "MODEL_CARD.md").read_text()
+    record = json.loads((tmp_path / "build.json").read_text())
+    assert record["base_sha256"] == build.BASE_SHA256
+    assert record["adapter"] == "adapter.safetensors"
