@@ -68,6 +68,40 @@ def find_nvim() -> str:
     return path
 
 
+def run_nvim(
+    nvim: str, env: dict, commands: list[str], timeout: int
+) -> subprocess.CompletedProcess:
+    """Run each of `commands` (`-c`) in a clean headless Neovim, output captured."""
+    args = [nvim, "--headless", "--clean"]
+    for command in commands:
+        args += ["-c", command]
+    return subprocess.run(
+        args,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_lua(
+    nvim: str, driver: Path, env: dict, report: Path, server_log: Path | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a Lua driver in a clean headless Neovim; the process and the report it wrote,
+    which must hold no Lua error (`server_log`: shown when there is no report)."""
+    proc = run_nvim(nvim, env, [f"luafile {driver}"], timeout=90)
+    if not report.exists():
+        log = server_log.read_text() if server_log and server_log.exists() else ""
+        pytest.fail(
+            f"no report from Neovim (rc {proc.returncode}):\n{proc.stderr}\n{log}"
+        )
+    result = json.loads(report.read_text())
+    assert result.get("error") is None, result["error"]
+    return proc, result
+
+
 def run_driver(nvim: str, workdir: Path, model_dir: Path, ghost: bool) -> dict:
     """Run the Lua driver in headless Neovim; its report, with the server's log."""
     (workdir / "sample.py").write_text(SAMPLE)
@@ -95,24 +129,10 @@ def run_driver(nvim: str, workdir: Path, model_dir: Path, ghost: bool) -> dict:
         "XDG_DATA_HOME": str(workdir / "data"),
         "XDG_CACHE_HOME": str(workdir / "cache"),
     }
-    proc = subprocess.run(
-        [nvim, "--headless", "--clean", "-c", f"luafile {DRIVER}"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    proc, result = run_lua(nvim, DRIVER, env, report, server_log)
     log = server_log.read_text() if server_log.exists() else ""
-    if not report.exists():
-        pytest.fail(
-            f"no report from Neovim (rc {proc.returncode}):\n{proc.stderr}\n{log}"
-        )
-    result = json.loads(report.read_text())
     # window/showMessage lands on Neovim's message line: a bad setting would show here
     assert "LSP[infill]" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    assert result.get("error") is None, result["error"]
     assert result["stopped"], "the server did not exit after shutdown"
     assert "Traceback" not in log, log
     return result
@@ -151,18 +171,7 @@ def headless(nvim: str, tmp_path: Path, *commands: str) -> subprocess.CompletedP
         f"XDG_{kind}_HOME": str(tmp_path / kind.lower())
         for kind in ("STATE", "DATA", "CACHE", "CONFIG")
     }
-    args = [nvim, "--headless", "--clean"]
-    for command in (*commands, "qa!"):
-        args += ["-c", command]
-    return subprocess.run(
-        args,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_nvim(nvim, env, [*commands, "qa!"], timeout=30)
 
 
 def test_help_opens_with_only_the_plugin_on_runtimepath(nvim_path, tmp_path):
@@ -372,19 +381,7 @@ def run_scripted(
         "INFILL_E2E_LINE": str(line),
         "INFILL_E2E_REPORT": str(report),
     }
-    proc = subprocess.run(
-        [nvim, "--headless", "--clean", "-c", f"luafile {SCRIPTED_DRIVER}"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    if not report.exists():
-        pytest.fail(f"no report from Neovim (rc {proc.returncode}):\n{proc.stderr}")
-    seen = json.loads(report.read_text())
-    assert seen.get("error") is None, seen["error"]
+    _, seen = run_lua(nvim, SCRIPTED_DRIVER, env, report)
     assert seen["ready"], seen
     assert not seen["errmsg"], seen["errmsg"]
     return seen

@@ -7,58 +7,16 @@
 --   INFILL_E2E_REPORT  where to write the JSON report
 --   INFILL_E2E_GHOST   "1" to also exercise ghost text (Neovim 0.12+)
 --
--- The steps run in a coroutine that yields to the event loop between checks, so keys fed
--- with nvim_feedkeys are processed as if typed and LSP replies arrive. Every step records
--- what it saw in the report; the Python test makes the assertions. Any Lua error ends the
--- run with `error` set in the report.
+-- The steps run in harness.lua's coroutine, which yields to the event loop between checks,
+-- so keys fed with nvim_feedkeys are processed as if typed and LSP replies arrive. Every
+-- step records what it saw in the report; the Python test makes the assertions. Any Lua
+-- error ends the run with `error` set in the report.
 
+local harness = dofile(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)) .. '/harness.lua')
+local ms, sleep, wait_for = harness.ms, harness.sleep, harness.wait_for
+local feed, lines = harness.feed, harness.lines
 local env = vim.env
 local report = { steps = {}, notifications = {} }
-local started = vim.uv.hrtime()
-local co
-
-local function ms()
-  return math.floor((vim.uv.hrtime() - started) / 1e6)
-end
-
-local function finish(err)
-  report.error = err
-  report.total_ms = ms()
-  vim.fn.writefile({ vim.json.encode(report) }, env.INFILL_E2E_REPORT)
-  vim.cmd('qa!')
-end
-
-local function resume()
-  local ok, err = coroutine.resume(co)
-  if not ok then
-    finish(debug.traceback(co, err))
-  end
-end
-
-local function sleep(delay)
-  vim.defer_fn(resume, delay)
-  coroutine.yield()
-end
-
---- Poll `cond` every 20 ms until true or `timeout` ms pass; returns whether it became true.
-local function wait_for(timeout, cond)
-  local deadline = ms() + timeout
-  while not cond() do
-    if ms() > deadline then
-      return false
-    end
-    sleep(20)
-  end
-  return true
-end
-
-local function feed(keys)
-  vim.api.nvim_feedkeys(vim.keycode(keys), 'mt', false)
-end
-
-local function lines(buf)
-  return vim.api.nvim_buf_get_lines(buf or 0, 0, -1, false)
-end
 
 local function step(name, fields)
   fields.at_ms = ms()
@@ -332,16 +290,11 @@ local function run()
   })
 end
 
-co = coroutine.create(function()
+harness.run(report, env.INFILL_E2E_REPORT, function()
   run()
-  -- stop the server and wait for it to exit: Neovim 0.11 quits without waiting for the
-  -- reply to `shutdown`, and the test reads the server's log once Neovim is gone
-  for _, client in ipairs(vim.lsp.get_clients()) do
-    client:stop()
-  end
-  report.stopped = wait_for(5000, function()
-    return #vim.lsp.get_clients() == 0
-  end)
-  finish(nil)
+  -- stop the server and wait for it to exit: the test reads the server's log once Neovim
+  -- is gone
+  report.stopped = harness.stop_clients(5000)
+end, function()
+  report.total_ms = ms()
 end)
-vim.schedule(resume)

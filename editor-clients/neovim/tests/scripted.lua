@@ -15,47 +15,10 @@
 -- buffer after <C-y>, and the messages the user was shown; the Python test compares them
 -- with what the server was scripted to answer.
 
+local harness = dofile(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)) .. '/harness.lua')
+local sleep, wait_for, feed, lines = harness.sleep, harness.wait_for, harness.feed, harness.lines
 local env = vim.env
 local report = { said = {} }
-local co
-
-local function finish(err)
-  report.error = err
-  vim.fn.writefile({ vim.json.encode(report) }, env.INFILL_E2E_REPORT)
-  vim.cmd('qa!')
-end
-
-local function resume()
-  local ok, err = coroutine.resume(co)
-  if not ok then
-    finish(debug.traceback(co, err))
-  end
-end
-
-local function sleep(delay)
-  vim.defer_fn(resume, delay)
-  coroutine.yield()
-end
-
---- Poll `cond` every 20 ms until true or `timeout` ms pass; returns whether it became true.
-local function wait_for(timeout, cond)
-  local deadline = vim.uv.now() + timeout
-  while not cond() do
-    if vim.uv.now() > deadline then
-      return false
-    end
-    sleep(20)
-  end
-  return true
-end
-
-local function feed(keys)
-  vim.api.nvim_feedkeys(vim.keycode(keys), 'mt', false)
-end
-
-local function lines()
-  return vim.api.nvim_buf_get_lines(0, 0, -1, false)
-end
 
 -- What the user is told: the plugin's vim.notify and the server's window/showMessage
 -- (recorded here instead of shown; 0.12's handler would pass it to vim.notify too).
@@ -128,14 +91,7 @@ local function run()
   report.lines = lines()
 end
 
-co = coroutine.create(function()
+harness.run(report, env.INFILL_E2E_REPORT, function()
   run()
-  for _, client in ipairs(vim.lsp.get_clients()) do
-    client:stop()
-  end
-  wait_for(5000, function()
-    return #vim.lsp.get_clients() == 0
-  end)
-  finish(nil)
+  harness.stop_clients(5000)
 end)
-vim.schedule(resume)
