@@ -19,8 +19,8 @@ test('suggestions off shows as off, but an error still shows as an error', () =>
 });
 
 test('tooltip lists model, device and last latency', () => {
-  const status = { state: 'ready', model: 'bundled', device: 'cuda:0/bfloat16', latencyMs: 41.2 };
-  assert.equal(describe(status), 'Model: bundled\nDevice: cuda:0/bfloat16\nLast suggestion: 41 ms');
-  assert.ok(statusView(status, true).tooltip.startsWith('Infill: ready\nModel: bundled'));
+  const status = { state: 'ready', model: 'default', device: 'cuda:0/bfloat16', latencyMs: 41.2 };
+  assert.equal(describe(status), 'Model: default\nDevice: cuda:0/bfloat16\nLast suggestion: 41 ms');
+  assert.ok(statusView(status, true).tooltip.startsWith('Infill: ready\nModel: default'));
   assert.equal(describe(undefined), '');
 });
