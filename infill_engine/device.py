@@ -11,13 +11,16 @@ there bf16 is faster (on an AMD EPYC, whole line fills took 69 against 96 ms, wi
 for every matrix shape it meets, and prompts and expert batches come in every length.
 Prefilling prompts of random lengths grew the process from 400 to 1,009 MiB before it
 levelled off (float32: 400 throughout); capping oneDNN's caches to keep it at 439 MiB
-lost most of the speed (line fills 63-79 ms, float32 69-77). A user who would rather
-spend the memory sets INFILL_CPU_DTYPE=bfloat16. A checkpoint whose weights dominate
-its time and memory asks for bf16 there itself (`cpu_bf16` in its `infill.json`), and
-whenever the CPU runs bf16 oneDNN's caches are capped (`cap_kernel_caches`), which
-costs such a model nothing. The default model does: on this AMD EPYC its cold line
-fills took 0.64 s in bf16 against 2.2 s in float32, and its language server held
-760 MiB through 12 load-test bursts (float32: 960).
+lost most of the speed (line fills 63-79 ms, float32 69-77).
+
+A checkpoint whose weights dominate its time and memory asks for bf16 there itself
+(`cpu_bf16` in its `infill.json`), and whenever the CPU runs bf16 oneDNN's caches are
+capped (`cap_kernel_caches`), which costs such a model nothing. The default model does:
+on this AMD EPYC its cold line fills took 0.64 s in bf16 against 2.2 s in float32, and
+its language server held 760 MiB through 12 load-test bursts (float32: 960). A user who
+would rather spend memory on a small model's speed sets INFILL_CPU_DTYPE=bfloat16 and
+raises ONEDNN_PRIMITIVE_CACHE_CAPACITY and LRU_CACHE_CAPACITY, which the cap leaves
+alone.
 
 On CPU, glibc is told to keep freed blocks for reuse (`keep_freed_memory`): each
 denoising step allocates and frees temporaries of window x vocabulary floats, and by

@@ -1,4 +1,5 @@
-"""Train the shipped model's tokenizer on the training split; save it into a model dir.
+"""Train a from-scratch model's tokenizer on the training split; save it into a model
+dir.
 
 python -m infill_engine.training.vocab --out work-data/model [--vocab-size 8192]
 """
