@@ -149,11 +149,12 @@ def compare(
     """Every system on the same holes of every held-out set."""
     from infill_engine.loader import default_model
 
-    systems: dict[str, Filler] = {"diffusion": engine_filler(model or default_model())}
+    model = model or default_model()
+    systems: dict[str, Filler] = {"diffusion": engine_filler(model)}
     systems["left_to_right"] = left_to_right_filler(prefix_tokens)
     if previous:
         systems["previous"] = engine_filler(previous)
-    report: dict[str, Any] = {"model": model or default_model(), "sets": {}}
+    report: dict[str, Any] = {"model": model, "sets": {}}
     for name in SETS:
         holes = line_holes(load_split(data, name), n)
         report["sets"][name] = {
