@@ -138,13 +138,17 @@ def build(
     log: Any = None,
     adapter: bool = True,
     trim: bool = True,
+    gguf: Path | None = None,
+    scales: dict[str, Any] | None = None,
 ) -> Path:
     """Build the default model into `out` (default `built_model_dir()`).
 
     An existing complete build is kept unless `force`. The directory is written next
     to its final place and renamed, so an interrupted build leaves nothing half-done.
     `adapter` False leaves the shipped adapter out (the base that training adapts);
-    `trim` False keeps Gemma's whole vocabulary.
+    `trim` False keeps Gemma's whole vocabulary. `gguf` reads the base from that file
+    instead of the pinned package (an unpacked `basepack`, checked there), with the
+    conversion's `scales` measured on the whole base (`convert.conversion_scales`).
     """
     import torch
 
@@ -158,14 +162,16 @@ def build(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        gguf = base_gguf(work)
-        say(f"base verified: {BASE_FILE} sha256 {BASE_SHA256[:12]}…")
-        causal, tokenizer = load_base(gguf)
+        source = gguf or base_gguf(work)
+        if gguf is None:
+            say(f"base verified: {BASE_FILE} sha256 {BASE_SHA256[:12]}…")
+        causal, tokenizer = load_base(source)
         say(f"base loaded ({time.monotonic() - started:.0f} s); converting")
         from infill_engine.convert import from_gemma3
 
         with torch.no_grad():
-            model = from_gemma3(causal, calibration_ids(tokenizer), CANVAS_LENGTH)
+            ids = calibration_ids(tokenizer)
+            model = from_gemma3(causal, ids, CANVAS_LENGTH, scales)
         del causal
         model.config.readout_shift = READOUT_SHIFT
         model.config.mask_token_id = tokenizer.mask_token_id
@@ -173,7 +179,8 @@ def build(
         kept = kept_tokens() if trim else None
         if kept is not None:
             trim_model(model, kept)
-        gguf.unlink()
+        if gguf is None:
+            source.unlink()
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
         if kept is not None:

@@ -106,8 +106,21 @@ def diffusion_config(
 
 
 @torch.no_grad()
+def conversion_scales(causal: Any, calibration_ids: torch.Tensor) -> dict[str, Any]:
+    """What the conversion measures on the base: the embeddings' median RMS over the
+    whole vocabulary and, per layer, the largest value RMS on the calibration text."""
+    return {
+        "embedding_rms": _embedding_rms(causal.model.embed_tokens),
+        "value_rms": _value_rms(causal, calibration_ids),
+    }
+
+
+@torch.no_grad()
 def from_gemma3(
-    causal: Any, calibration_ids: torch.Tensor, canvas_length: int = 256
+    causal: Any,
+    calibration_ids: torch.Tensor,
+    canvas_length: int = 256,
+    scales: dict[str, Any] | None = None,
 ) -> Any:
     """Convert a `Gemma3ForCausalLM` into a `DiffusionGemmaForBlockDiffusion`.
 
@@ -116,6 +129,8 @@ def from_gemma3(
         calibration_ids: (1, T) token ids of real text: the largest value RMS seen on
             them sets how small the value scale must be.
         canvas_length: positions of a denoising canvas.
+        scales: `conversion_scales` measured before (a base whose dropped vocabulary
+            rows are zero measures other ones); None measures them here.
 
     Returns:
         The converted model in eval mode, float32, with `v_proj` on every layer.
@@ -127,7 +142,8 @@ def from_gemma3(
         diffusion_config(gemma, None, canvas_length)
     )
     attach_full_attention_values(model)
-    value_rms = _value_rms(causal, calibration_ids)
+    scales = scales or conversion_scales(causal, calibration_ids)
+    value_rms = scales["value_rms"]
     eps = gemma.rms_norm_eps
     k_ff = LINEAR_MARGIN * math.sqrt(eps)
     scale_q = gemma.query_pre_attn_scalar**-0.5
@@ -138,7 +154,7 @@ def from_gemma3(
     # divided by it instead: the embeddings and every norm that writes into the stream
     # by `rms`, the final norm times it (the LM head reads the divided embeddings).
     # The encoder then computes exactly what Gemma 3 does, and the decoder nearly so.
-    rms = _embedding_rms(src.embed_tokens)
+    rms = scales["embedding_rms"]
     dec.embed_tokens.weight.copy_(src.embed_tokens.weight / rms)
     dec.norm.weight.copy_((1 + src.norm.weight) * rms)
     for i, (old, new) in enumerate(zip(src.layers, dec.layers, strict=True)):

@@ -244,3 +244,26 @@ def test_whole_canvas_logits_work_with_a_readout_shift(pair, tiny_tokenizer):
     ).fill(request)
     assert not exact.cancelled
     assert exact.text == window.text
+
+
+def test_conversion_with_scales_measured_on_the_whole_base_ignores_zeroed_rows(
+    tiny_tokenizer,
+):
+    from infill_engine.convert import conversion_scales
+
+    causal = tiny_gemma3(len(tiny_tokenizer))
+    ids = torch.randint(3, 60, (1, 48), generator=torch.Generator().manual_seed(0))
+    scales = conversion_scales(causal, ids)
+    torch.manual_seed(1)  # the blocks the conversion leaves at their init
+    reference = from_gemma3(causal, ids, canvas_length=32).state_dict()
+    with torch.no_grad():  # what a base pack restores: dropped rows are zero
+        causal.model.embed_tokens.weight[100:] = 0
+    assert conversion_scales(causal, ids) != scales
+    torch.manual_seed(1)
+    again = from_gemma3(causal, ids, canvas_length=32, scales=scales).state_dict()
+    vocab = len(tiny_tokenizer)
+    for name, value in reference.items():
+        if value.shape[0] == vocab:  # the embeddings and the head tied to them
+            torch.testing.assert_close(again[name][:100], value[:100], rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(again[name], value, rtol=0, atol=0)
