@@ -2,6 +2,7 @@
 the engine's own canvas layout, forward and readout.
 
     python -m infill_engine.training.adapt [--minutes 60] [--out infill_engine/adapter]
+        [--device cpu|cuda] [--workers N] [--rank 16] [--export DIR]
 
 The base is the default model built without an adapter (`build.build(adapter=False)`,
 made here under `work-data/adapt/base` if missing): Gemma 3 converted to DiffusionGemma,
@@ -20,6 +21,11 @@ Resumable: `work-data/adapt/checkpoint.pt` holds the adapter, optimizer and coun
 written every `--save-minutes`, when the held-out span loss is measured. The adapter is
 written to `--out` only when that loss is the best so far, so a shipped version changes
 only when the eval improves.
+
+On a GPU (`--device cuda`) batches are laid out by `--workers` processes, so the
+tokenizer keeps up with the model. `--base-pack` builds the base from a `basepack`
+(a machine without the base package). `--export DIR` writes the base with the best
+adapter merged, a model directory the engine and `infill bench` load.
 """
 
 from __future__ import annotations
@@ -46,8 +52,8 @@ from infill_engine.training.train import (
 )
 
 SPANS = (8, 16, 24, 32, 48)  # at most 3/4 of the 64-position canvas
-BUCKETS = (1, 48, 160)
-RANK, ALPHA = 16, 32.0
+BUCKETS = (1, 48, 160, 256)  # up to the engine's prompt cap
+RANK = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,11 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--rank", type=int, default=RANK)
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default 2 x rank)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--eval-batches", type=int, default=6)
     p.add_argument("--bf16", choices=("on", "off"), default="on")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=0, help="batch-making processes")
+    p.add_argument("--work", type=Path, help="checkpoint folder (default DATA/adapt)")
+    p.add_argument("--base-pack", type=Path, help="build the base from this basepack")
+    p.add_argument("--export", type=Path, help="write the adapted model here")
     return p
 
 
@@ -73,10 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     """Train (or resume) the adapter for `--minutes`."""
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    work = args.data / "adapt"
+    device = torch.device(args.device)
+    work = args.work or args.data / "adapt"
     work.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = _base(args.base or work / "base")
-    adapters = add_adapter(model, args.rank, ALPHA)
+    base = args.base or work / "base"
+    model, tokenizer = _base(base, args.base_pack)
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    adapters = add_adapter(model, args.rank, args.alpha or 2.0 * args.rank)
     params = [p for lora in adapters.values() for p in (lora.lora_a, lora.lora_b)]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     canvas = int(model.config.canvas_length)
@@ -101,10 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         heldout, tokenizer, canvas, args.eval_batches, args.batch_size,
         shift, mask_id, SPANS, BUCKETS,
     )  # fmt: skip
-    stream = batches(
-        examples(train, tokenizer, canvas, rng, BUCKETS, shift, SPANS),
-        args.batch_size,
-    )
+    fixed = [(b.to(device), x.to(device), hit.to(device)) for b, x, hit in fixed]
+    layout = Layout(train, tokenizer, canvas, shift, args.batch_size)
+    stream = layout.stream(args.workers, args.seed + state["step"], rng)
     if state["best"] is None or state.get("vocab") != vocab:
         # Losses over another vocabulary do not compare: measure both ends again.
         state["vocab"] = vocab
@@ -124,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         batch = next(stream)
         noisy, noised = add_noise(batch, len(tokenizer), gen, 1.0, mask_id)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16 == "on"):
+        span_tokens = int(batch.span_mask.sum())
+        batch, noisy, noised = batch.to(device), noisy.to(device), noised.to(device)
+        with _autocast(device, args):
             loss = span_loss(model, batch, noisy, noised, False, gen, 0.0, False)
         lr = learning_rate(
             state["step"], state["elapsed"] / total, args.lr, args.warmup
@@ -138,10 +156,12 @@ def main(argv: list[str] | None = None) -> None:
         state["step"] += 1
         state["elapsed"] += time.monotonic() - started
         state["tokens"] += batch.prompt_ids.numel() + batch.target.numel()
-        state["span_tokens"] += int(batch.span_mask.sum())
-        log.write(f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.2e}\t{loss:.4f}\n")
-        log.flush()
+        state["span_tokens"] += span_tokens
         if state["step"] % 10 == 0:
+            log.write(
+                f"{state['step']}\t{state['elapsed']:.1f}\t{lr:.2e}\t{loss:.4f}\n"
+            )
+            log.flush()
             rate = state["tokens"] / max(state["elapsed"], 1e-9)
             print(
                 f"step {state['step']} {state['elapsed'] / 60:.1f} min "
@@ -154,23 +174,110 @@ def main(argv: list[str] | None = None) -> None:
             last_save = state["elapsed"]
     log.close()
     print(f"run took {(time.monotonic() - run_start) / 60:.1f} min", flush=True)
+    if args.export:
+        export(base, args.out / "adapter.safetensors", args.export)
+        print(f"adapted model written to {args.export}", flush=True)
 
 
-def _base(path: Path) -> tuple[Any, Any]:
-    """The unadapted built model (float32, CPU) and its tokenizer; built if missing."""
-    from infill_engine import loader
-    from infill_engine.build import build
+class Layout:
+    """Endless training batches, laid out in this process or in `workers` others."""
+
+    def __init__(
+        self, files: Any, tokenizer: Any, canvas: int, shift: int, batch_size: int
+    ) -> None:
+        self.files, self.tokenizer, self.canvas = files, tokenizer, canvas
+        self.shift, self.batch_size = shift, batch_size
+
+    def batches(self, rng: random.Random) -> Any:
+        """This process's endless batches."""
+        holes = examples(
+            self.files, self.tokenizer, self.canvas, rng, BUCKETS, self.shift, SPANS
+        )
+        return batches(holes, self.batch_size)
+
+    def stream(self, workers: int, seed: int, rng: random.Random) -> Any:
+        """Batches from `workers` processes (each seeded apart), or from this one."""
+        if workers <= 0:
+            return self.batches(rng)
+        import os
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        loader = torch.utils.data.DataLoader(
+            _Batches(self, seed),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=8,
+            persistent_workers=True,
+            pin_memory=torch.cuda.is_available(),
+        )
+        return iter(loader)
+
+
+class _Batches(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """A `Layout`'s batches, one seed per worker process."""
+
+    def __init__(self, layout: Layout, seed: int) -> None:
+        self.layout, self.seed = layout, seed
+
+    def __iter__(self) -> Any:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        torch.set_num_threads(1)
+        return iter(self.layout.batches(random.Random(self.seed * 1009 + worker)))
+
+
+def _base(path: Path, pack: Path | None = None) -> tuple[Any, Any]:
+    """The unadapted built model (float32, CPU) and its tokenizer; built if missing
+    (from `pack`, a `basepack` directory, when given)."""
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
     if not (path / "config.json").is_file():
-        build(path, adapter=False)
-    loaded = loader.load(str(path), "cpu")
-    return loaded.model, loaded.tokenizer
+        from infill_engine.build import build
+
+        if pack is None:
+            build(path, adapter=False)
+        else:
+            from infill_engine.training.basepack import read_pack, unpack
+
+            gguf = unpack(pack, path.parent / f".{path.name}.gguf")
+            scales = read_pack(pack)["scales"]
+            build(path, adapter=False, gguf=gguf, scales=scales)
+            gguf.unlink()
+    model = DiffusionGemmaForBlockDiffusion.from_pretrained(
+        str(path), dtype=torch.float32
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(str(path))
+
+
+def export(base: Path, adapter: Path, out: Path) -> Path:
+    """Write `base` with `adapter` merged into `out`: a model directory (the base's
+    tokenizer, engine settings and licence files beside the merged weights)."""
+    import shutil
+
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    from infill_engine.training.adapter import merge_adapter
+
+    model = DiffusionGemmaForBlockDiffusion.from_pretrained(
+        str(base), dtype=torch.float32
+    )
+    merge_adapter(model, adapter)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    model.save_pretrained(out)
+    return out
+
+
+def _autocast(device: torch.device, args: argparse.Namespace) -> Any:
+    """bf16 autocast on the training device (`--bf16`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 == "on")
 
 
 def _eval(model: Any, fixed: Any, args: argparse.Namespace) -> float:
     from infill_engine.training.train import heldout_loss
 
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16 == "on"):
+    device = next(model.parameters()).device
+    with _autocast(device, args):
         return heldout_loss(model, fixed)
 
 
@@ -228,16 +335,25 @@ def _save(
             "heldout_span_loss": round(value, 4),
             "heldout_span_loss_before": round(state["first_eval"], 4),
             "rank": args.rank,
-            "alpha": ALPHA,
+            "alpha": args.alpha or 2.0 * args.rank,
             "lr": args.lr,
             "batch_size": args.batch_size,
             "spans": SPANS,
             "prompt_buckets": BUCKETS,
-            "hardware": f"{platform.processor() or platform.machine()}, "
-            f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+            "hardware": _hardware(next(model.parameters()).device),
         }
         save_adapter(adapters, args.out / "adapter.safetensors", meta)
         (args.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _hardware(device: torch.device) -> str:
+    """Where the adapter was trained, for its record."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return (
+        f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    )
 
 
 if __name__ == "__main__":

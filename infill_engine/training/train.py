@@ -102,6 +102,14 @@ class Batch:
     target: torch.Tensor
     span_mask: torch.Tensor
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on `device`."""
+        return Batch(
+            self.prompt_ids.to(device, non_blocking=True),
+            self.target.to(device, non_blocking=True),
+            self.span_mask.to(device, non_blocking=True),
+        )
+
 
 def choose_span(
     middle_tokens: int, rng: random.Random, spans: Sequence[int] = SPAN_CHOICES
@@ -297,9 +305,12 @@ def lm_batches(
         yield torch.cat([bos, windows], dim=1)
 
 
-def decoder_positions(prompt_length: int, canvas_length: int) -> torch.Tensor:
+def decoder_positions(
+    prompt_length: int, canvas_length: int, device: torch.device | None = None
+) -> torch.Tensor:
     """(1, L) decoder position ids, continuing after the prompt."""
-    return torch.arange(prompt_length, prompt_length + canvas_length).unsqueeze(0)
+    end = prompt_length + canvas_length
+    return torch.arange(prompt_length, end, device=device).unsqueeze(0)
 
 
 def batch_window(span_mask: torch.Tensor) -> slice:
@@ -340,7 +351,9 @@ def span_loss(
     """
     with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
         cache, encoded = encode_prompt(model, batch.prompt_ids)
-    positions = decoder_positions(batch.prompt_ids.shape[1], noisy.shape[1])
+    positions = decoder_positions(
+        batch.prompt_ids.shape[1], noisy.shape[1], noisy.device
+    )
     window = batch_window(batch.span_mask)
     read = read_window(model, window)  # the engine's readout: slot i from i - shift
     known = ~noised  # pinned context and clean span slots
