@@ -227,9 +227,10 @@ def add_bench_command(sub: Subcommands) -> None:
     )
     bench.add_argument(
         "--architecture",
-        help="hardware mode: 'default' (transformers' DiffusionGemmaConfig), 'tiny', "
-        "or a checkpoint's config.json / directory, built with random weights on "
-        "--device; runs by default on CUDA with 'default', and never by default on CPU",
+        help="hardware mode: 'model' (the benchmarked model's own), 'default' "
+        "(transformers' DiffusionGemmaConfig, where it sets the experts), 'tiny', or a "
+        "checkpoint's config.json / directory, built with random weights on --device; "
+        "runs by default on CUDA with 'model', and never by default on CPU",
     )
     bench.add_argument(
         "--architecture-steps",
@@ -421,13 +422,17 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     print(f"engine on {report['device']}, {report['parameters'] / 1e6:.1f}M parameters")
     architecture = args.architecture or (
-        "default" if engine.placement.device.type == "cuda" else None
+        "model" if engine.placement.device.type == "cuda" else None
     )
     if architecture:
         from infill_engine import hardware
 
         try:
-            arch_config = hardware.load_config(architecture)
+            arch_config = (
+                engine.model.config
+                if architecture == "model"
+                else hardware.load_config(architecture)
+            )
         except ValueError as exc:
             print(f"infill: {exc}", file=sys.stderr)
             return EXIT_USAGE

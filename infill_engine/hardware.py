@@ -35,11 +35,23 @@ NEVER_CONFIDENT = 1e-30  # a confidence threshold no random model reaches
 
 
 def load_config(name: str) -> Any:
-    """'default' (transformers' DiffusionGemmaConfig()), 'tiny', or a config.json."""
+    """'default' (transformers' DiffusionGemmaConfig()), 'tiny', or a config.json.
+
+    Raises:
+        ValueError: no such file, or a config that cannot be built (transformers 5.24's
+            `DiffusionGemmaConfig()` leaves the experts unset).
+    """
     from transformers import DiffusionGemmaConfig
 
     if name == "default":
-        return DiffusionGemmaConfig()
+        config = DiffusionGemmaConfig()
+        if config.get_text_config().num_experts is None:
+            raise ValueError(
+                "transformers' default DiffusionGemmaConfig leaves the experts unset "
+                "(num_experts None) and cannot be built: give 'tiny' or a "
+                "checkpoint's config.json as the architecture"
+            )
+        return config
     if name == "tiny":
         from infill_engine.configs import tiny_config
 

@@ -52,7 +52,10 @@ def test_bytes_touched_counts_only_the_experts_the_router_picked():
 
 
 def test_architecture_names():
-    assert hardware.load_config("default").canvas_length == 256
+    # transformers 5.24's default leaves num_experts None: building it raised a
+    # TypeError deep in nn.Linear on the first CUDA `infill bench`.
+    with pytest.raises(ValueError, match="leaves the experts unset"):
+        hardware.load_config("default")
     assert hardware.load_config("tiny").get_text_config().num_experts == 4
     with pytest.raises(ValueError, match="architecture must be"):
         hardware.load_config("/no/such/config.json")
