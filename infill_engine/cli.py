@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_fill_command(sub)
     add_bench_command(sub)
     add_model_command(sub)
+    from infill_engine.serve import add_serve_command
+
+    add_serve_command(sub)
     return parser
 
 

@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the model runs (default auto); the infill.device setting "
         "overrides it",
     )
+    parser.add_argument(
+        "--backend",
+        default="local",
+        help="'local' (the model in this process, default) or KIND:URL, a shared "
+        "backend, e.g. ray:http://gpu-box:8000/infill (started with `infill serve`); "
+        "the infill.backend setting overrides it",
+    )
     parser.add_argument("--log-file", help="also write the log to this file")
     parser.add_argument(
         "--log-level",
@@ -79,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pygls").setLevel(logging.WARNING)
     from lsp_server.server import create_server
 
-    base = settings.Settings(model=args.model, device=args.device)
+    base = settings.Settings(model=args.model, device=args.device, backend=args.backend)
     server = create_server(base=base)
     if args.tcp:
         server.start_tcp(args.host, args.port)

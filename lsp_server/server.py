@@ -29,6 +29,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
+from infill_engine.backend import parse_backend
 from lsp_server import VERSION, context, edits, postprocess, settings
 from lsp_server.context import InfillContext
 from lsp_server.documents import DocumentStore, Snapshot
@@ -48,9 +49,14 @@ EngineFactory = Callable[[settings.Settings], "InfillEngine"]
 
 
 def load_engine(s: settings.Settings) -> InfillEngine:
-    """The default factory: the configured checkpoint, or the default model."""
+    """The default factory: the configured checkpoint, or the default model; or the
+    remote backend `infill.backend` names, which answers the same calls."""
     from infill_engine.engine import InfillEngine
 
+    if parse_backend(s.backend) is not None:
+        from infill_engine import remote
+
+        return remote.connect(s.backend)  # type: ignore[return-value]
     return InfillEngine.load(s.model or None, s.device)
 
 
@@ -177,6 +183,7 @@ class InfillServer(LanguageServer):
         self.last_latency_ms: float | None = None
         self.last_timings: dict[str, Any] = {}
         self._oom_reported = False
+        self._backend_down: str | None = None  # why a remote backend stopped answering
         self._loader: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()
         # Documents the client asks inline suggestions for, and each one's suggestion
@@ -198,7 +205,8 @@ class InfillServer(LanguageServer):
             new = dataclasses.replace(new, model=self.base_model)
         for problem in problems:
             self.show(types.MessageType.Warning, problem)
-        reload = (new.model, new.device) != (self.settings.model, self.settings.device)
+        where = lambda s: (s.model, s.device, s.backend)  # noqa: E731
+        reload = where(new) != where(self.settings)
         self.settings = new
         return reload
 
@@ -264,6 +272,25 @@ class InfillServer(LanguageServer):
             "latencyMs": self.last_latency_ms,
             "last": self.last_timings,
         }
+
+    def backend_down(self, reason: str | None) -> None:
+        """A remote backend stopped answering (`reason`) or answers again (None): say
+        so once each way; suggestions answer empty meanwhile, the editor keeps
+        working."""
+        if reason is None:
+            self._backend_down, self.state, self.state_message = None, "ready", ""
+            self.show(types.MessageType.Info, "infill: the backend answers again")
+        elif self._backend_down is None:
+            self._backend_down, self.state = reason, "error"
+            self.state_message = f"backend unreachable: {reason}"
+            self.show(
+                types.MessageType.Error,
+                f"infill: the backend stopped answering ({reason}); suggestions are "
+                "empty until it is back",
+            )
+        else:
+            return
+        self.notify_status()
 
     def notify_status(self) -> None:
         """Send `infill/status` to the client."""
@@ -421,6 +448,9 @@ class InfillServer(LanguageServer):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine failing answers this request empty
+            if _backend_failed(exc):
+                self.backend_down(str(exc))
+                return None
             if not _out_of_memory(exc):
                 log.exception("engine failed on %s", snap.uri)
                 return None
@@ -436,6 +466,8 @@ class InfillServer(LanguageServer):
                     "infill.device to cpu, choose a smaller model, or free GPU memory.",
                 )
             return None
+        if self._backend_down is not None:
+            self.backend_down(None)
         current = self.store.get(snap.uri)
         if result is None or result.cancelled or current is None:
             return None
@@ -541,6 +573,12 @@ class InfillServer(LanguageServer):
 
         self._background.add(job)
         job.add_done_callback(done)
+
+
+def _backend_failed(exc: BaseException) -> bool:
+    """Whether `exc` is a remote backend's failure (`remote.BackendError`)."""
+    remote = sys.modules.get("infill_engine.remote")
+    return remote is not None and isinstance(exc, remote.BackendError)
 
 
 def _out_of_memory(exc: BaseException) -> bool:

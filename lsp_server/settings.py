@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from infill_engine.backend import LOCAL, parse_backend
+
 # Every language: those without a grammar get line-based context.
 DEFAULT_LANGUAGES = ("*",)
 # The engine's `device.DEVICE_CHOICES`, spelt out here so that reading settings (and
@@ -31,6 +33,8 @@ class Settings:
         fill_on_save: fill hole markers when a document is saved.
         enable: suggestions on or off.
         languages: language ids to serve; '*' serves every language.
+        backend: 'local' (the engine in this process) or `KIND:URL`, a remote backend
+            (`infill_engine.remote`), e.g. 'ray:http://gpu-box:8000/infill'.
     """
 
     model: str = ""
@@ -42,6 +46,7 @@ class Settings:
     fill_on_save: bool = True
     enable: bool = True
     languages: tuple[str, ...] = field(default=DEFAULT_LANGUAGES)
+    backend: str = LOCAL
 
     def serves(self, language_id: str) -> bool:
         """Whether suggestions are on for this language."""
@@ -79,7 +84,21 @@ _RULES: dict[str, tuple[str, type, Any, str]] = {
         lambda v: all(isinstance(x, str) for x in v),
         "ids",
     ),
+    "backend": (
+        "backend",
+        str,
+        lambda v: _is_backend(v),
+        "local or KIND:URL, e.g. ray:http://host:8000/infill",
+    ),
 }
+
+
+def _is_backend(value: str) -> bool:
+    try:
+        parse_backend(value)
+    except ValueError:
+        return False
+    return True
 
 
 def parse(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:

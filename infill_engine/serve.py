@@ -1,0 +1,168 @@
+"""`infill serve`: the engine as a Ray Serve deployment, for a team sharing one machine.
+
+    infill serve [--model DIR] [--device auto|cuda|cpu] [--replicas 2]
+        [--host 127.0.0.1] [--port 8000] [--route /infill]
+
+Each replica loads the engine once and keeps it resident, exactly as `infill-lsp` does
+in-process (pinned suffix, self-conditioning, the model's readout shift). Ray's router
+hands each request to a free replica (`max_ongoing_requests` 1, so a request waits in
+Ray's queue, not behind another one inside a busy replica).
+
+    POST {route}          a request as `remote.request_json` writes it; answers
+                          `remote.result_json` (HTTP 400 with a reason for a bad one)
+    GET  {route}/health   the model, device, canvas length and denoising defaults
+
+An editor reaches it with `infill.backend` = `ray:http://HOST:PORT{route}`. A client
+that leaves (a superseded request closes its connection) cancels its request: dropped
+if still queued, stopped at the next denoising step if running. Ray's own health check
+calls `check_health` on each replica, and `/-/healthz` answers for the proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 8000
+DEFAULT_ROUTE = "/infill"
+
+
+class InfillReplica:
+    """One replica: a resident engine answering `remote` requests."""
+
+    def __init__(self, model: str | None, device: str, threads: int) -> None:
+        if threads > 0:
+            os.environ["INFILL_THREADS"] = str(threads)
+        from infill_engine.engine import InfillEngine
+
+        self.engine = InfillEngine.load(model, device)
+        self.model = model or "default"
+
+    def health(self) -> dict[str, Any]:
+        """What this replica serves."""
+        return {
+            "model": self.model,
+            "device": self.engine.placement.describe(),
+            "canvas_length": self.engine.canvas_length,
+            "config": asdict(self.engine.config),
+        }
+
+    async def __call__(self, http_request: Any) -> Any:
+        """Route a Starlette request: the health endpoint or one fill."""
+        from starlette.responses import JSONResponse
+
+        from infill_engine import remote
+
+        if http_request.url.path.rstrip("/").endswith("/health"):
+            return self.health()
+        try:
+            request = remote.request_from_json(await http_request.json())
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        stale = threading.Event()
+        try:
+            result = await asyncio.to_thread(self.engine.fill, request, stale)
+        except asyncio.CancelledError:
+            stale.set()  # the client left: the running fill stops at its next step
+            raise
+        return remote.result_json(result)
+
+    def check_health(self) -> None:
+        """Ray's replica health check: the engine is loaded (raises otherwise)."""
+        if self.engine is None:
+            raise RuntimeError("no engine")
+
+
+def deployment(replicas: int, device: str) -> Any:
+    """The Ray Serve deployment of `InfillReplica`."""
+    from ray import serve
+
+    options: dict[str, Any] = {"num_cpus": 1}
+    if device.startswith("cuda"):
+        options = {"num_cpus": 1, "num_gpus": 1 / replicas}
+    return serve.deployment(
+        InfillReplica,
+        name="infill",
+        num_replicas=replicas,
+        max_ongoing_requests=1,
+        ray_actor_options=options,
+        health_check_period_s=10,
+    )
+
+
+def add_serve_command(sub: Any) -> None:
+    """`infill serve`: its flags, run by `run_serve`."""
+    p = sub.add_parser(
+        "serve",
+        help="serve the engine to a team: a Ray Serve deployment behind HTTP",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    p.set_defaults(run=run_serve)
+    p.add_argument("--model", help="checkpoint directory (default: the default model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument("--replicas", type=int, default=2, help="engine replicas")
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPU threads per replica (0: default)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="HTTP host")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port")
+    p.add_argument("--route", default=DEFAULT_ROUTE, help="HTTP route prefix")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start Ray, deploy the replicas, serve until SIGINT/SIGTERM."""
+    from infill_engine.loader import ModelLoadError, check_directory, default_model
+
+    if args.replicas < 1:
+        print("infill: --replicas must be at least 1", file=sys.stderr)
+        return 2
+    path = Path(args.model or default_model()).expanduser()
+    try:
+        if path.is_dir():
+            check_directory(path)
+        elif not args.model:
+            raise ModelLoadError("the default model is not built yet: run make setup")
+        else:
+            raise ModelLoadError(f"model directory not found: {args.model}")
+    except ModelLoadError as exc:
+        print(f"infill: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        print(
+            "infill: serve needs Ray Serve: pip install 'diffusion-infill[team]' "
+            "(or ray[serve]==2.60.0)",
+            file=sys.stderr,
+        )
+        return 2
+    cpus = max(args.replicas + 1, os.cpu_count() or 1)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        app = deployment(args.replicas, args.device).bind(
+            args.model, args.device, args.threads
+        )
+        serve.run(app, name="infill", route_prefix=args.route)
+        url = f"http://{args.host}:{args.port}{args.route}"
+        print(
+            f"serving at {url} with {args.replicas} replica(s); "
+            f"editors set infill.backend to ray:{url}",
+            flush=True,
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
