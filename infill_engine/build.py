@@ -155,8 +155,10 @@ def build(
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     out = out or built_model_dir()
     if (out / "config.json").is_file() and not force:
-        say(f"model already built: {out}")
-        return out
+        if not adapter or up_to_date(out):
+            say(f"model already built: {out}")
+            return out
+        say(f"the shipped adapter changed since {out} was built: rebuilding")
     started = time.monotonic()
     work = out.parent / f".{out.name}.partial"
     shutil.rmtree(work, ignore_errors=True)
@@ -212,6 +214,17 @@ def apply_adapter(model: Any, path: Path) -> bool:
     return True
 
 
+def up_to_date(directory: Path) -> bool:
+    """Whether the build in `directory` merged the adapter shipped now (a version
+    that ships a new adapter rebuilds the model at the next `make setup`)."""
+    try:
+        record = json.loads((directory / "build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    shipped = sha256(ADAPTER) if ADAPTER.is_file() else None
+    return isinstance(record, dict) and record.get("adapter_sha256") == shipped
+
+
 def write_provenance(directory: Path, adapted: bool) -> None:
     """The Gemma Terms of Use, the NOTICE, the model card and the build record beside
     the weights."""
@@ -224,6 +237,7 @@ def write_provenance(directory: Path, adapted: bool) -> None:
         "conversion": "infill_engine.convert.from_gemma3",
         "readout_shift": READOUT_SHIFT,
         "adapter": ADAPTER.name if adapted else None,
+        "adapter_sha256": sha256(ADAPTER) if adapted else None,
         "model": DEFAULT_MODEL_NAME,
     }
     (directory / "build.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -127,3 +127,28 @@ def test_a_built_model_carries_the_gemma_terms_notice_and_card(tmp_path):
     record = json.loads((tmp_path / "build.json").read_text())
     assert record["base_sha256"] == build.BASE_SHA256
     assert record["adapter"] == "adapter.safetensors"
+
+
+def test_a_build_with_another_adapter_is_rebuilt_and_a_current_one_kept(
+    monkeypatch, tmp_path
+):
+    shipped = tmp_path / "adapter.safetensors"
+    shipped.write_bytes(b"adapter one")
+    monkeypatch.setattr(build, "ADAPTER", shipped)
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    build.write_provenance(out, adapted=True)
+    said = []
+    assert build.build(out, log=said.append) == out  # current: kept as it is
+    assert said == [f"model already built: {out}"]
+
+    def rebuilding(work):
+        raise RuntimeError("rebuilding")
+
+    monkeypatch.setattr(build, "base_gguf", rebuilding)
+    shipped.write_bytes(b"adapter two")  # a new version ships another adapter
+    with pytest.raises(RuntimeError, match="rebuilding"):
+        build.build(out, log=said.append)
+    assert "the shipped adapter changed" in said[-1]
+    assert (out / "config.json").is_file()  # the old build stays until the new is done
