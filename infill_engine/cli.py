@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infill_engine.device import DEVICE_CHOICES
 
@@ -236,6 +236,20 @@ def add_bench_command(sub: Subcommands) -> None:
         "runs by default on CUDA with 'model', and never by default on CPU",
     )
     bench.add_argument(
+        "--clients",
+        help="concurrency mode: comma-separated client counts, e.g. 1,4,16; each "
+        "client asks for line fills one after another (the engine in this process, "
+        "shared, and --backend if given); prints only this table",
+    )
+    bench.add_argument(
+        "--backend",
+        help="with --clients: also measure this remote backend, e.g. "
+        "ray:http://127.0.0.1:8000/infill (started with `infill serve`)",
+    )
+    bench.add_argument(
+        "--per-client", type=int, default=4, help="with --clients: fills per client"
+    )
+    bench.add_argument(
         "--architecture-steps",
         type=int,
         default=16,
@@ -424,6 +438,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "canvas_length": engine.canvas_length,
     }
     print(f"engine on {report['device']}, {report['parameters'] / 1e6:.1f}M parameters")
+    if args.clients:
+        return run_concurrency(args, engine, report)
     architecture = args.architecture or (
         "model" if engine.placement.device.type == "cuda" else None
     )
@@ -460,6 +476,34 @@ def run_bench(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         report |= json.loads(proc.stdout)
     print(format_report(report))
+    args.json_out.write_text(json.dumps(report, indent=2))
+    print(f"JSON written to {args.json_out}")
+    return EXIT_OK
+
+
+def run_concurrency(args: argparse.Namespace, engine: Any, report: dict) -> int:
+    """`infill bench --clients`: the concurrency table, local and --backend."""
+    from infill_engine import concurrency
+
+    try:
+        counts = [int(c) for c in args.clients.split(",")]
+        if not counts or min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        print("infill: --clients takes counts like 1,4,16", file=sys.stderr)
+        return EXIT_USAGE
+    backends: dict[str, Any] = {"local": engine}
+    if args.backend:
+        from infill_engine import remote
+
+        try:
+            backends[args.backend] = remote.connect(args.backend)
+        except (ValueError, remote.BackendError) as exc:
+            print(f"infill: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    rows = concurrency.measure(backends, counts, args.per_client)
+    report["concurrency"] = rows
+    print(concurrency.table(rows))
     args.json_out.write_text(json.dumps(report, indent=2))
     print(f"JSON written to {args.json_out}")
     return EXIT_OK

@@ -14,6 +14,7 @@ export interface ServerSettings {
   fillOnSave: boolean;
   enable: boolean;
   languages: string[];
+  backend: string;
 }
 
 /** The server's own defaults. */
@@ -27,6 +28,7 @@ export const DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   fillOnSave: true,
   enable: true,
   languages: ['*'],
+  backend: 'local',
 });
 
 /** Reads one key of the `infill` section, e.g. `k => workspace.getConfiguration('infill').get(k)`. */
