@@ -12,6 +12,8 @@ Kinds (`infill.backend` is `local` or `KIND:URL`):
 
 * `ray`: the project's own engine as a Ray Serve deployment (`infill serve`), with the
   same semantics as in-process: pinned suffix, self-conditioning, readout shift.
+* `vllm`: a DiffusionGemma checkpoint served by vLLM's OpenAI-compatible server, the
+  canvas seeded and pinned by this client (`infill_engine.vllm_backend`).
 
 Cancellation crosses the network: a stale request closes its connection, which Ray
 Serve sees as a cancelled request; a request still queued there is dropped, and a
@@ -29,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from infill_engine.backend import parse_backend
@@ -42,6 +44,9 @@ from infill_engine.engine import (
     Timings,
     _as_callable,
 )
+
+if TYPE_CHECKING:
+    from infill_engine.vllm_backend import VllmEngine
 
 DEFAULT_TIMEOUT_S = 30.0
 POLL_S = 0.01  # how often a waiting request looks at its cancel flag
@@ -276,7 +281,9 @@ class RemoteEngine:
         return 0
 
 
-def connect(value: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RemoteEngine:
+def connect(
+    value: str, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> RemoteEngine | VllmEngine:
     """The remote engine `infill.backend` names (`KIND:URL`).
 
     Raises:
@@ -287,4 +294,8 @@ def connect(value: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RemoteEngine:
     if parsed is None:
         raise ValueError(f"{value!r} is the local engine, not a remote backend")
     kind, url = parsed
+    if kind == "vllm":
+        from infill_engine.vllm_backend import VllmEngine
+
+        return VllmEngine(url, timeout_s)
     return RemoteEngine(kind, url, timeout_s)

@@ -1,0 +1,498 @@
+"""The `vllm` backend: a DiffusionGemma checkpoint served by vLLM, the canvas seeded and
+pinned by this client.
+
+    engine = remote.connect("vllm:http://gpu-box:8000?tokenizer=/models/dg&canvas=256")
+
+UNTESTED AGAINST A REAL vLLM. vLLM does not run on the machines this project is tested
+on; the tests run this client against `tests/vllm_test_server.py`, a stand-in that keeps
+the request rules below with a tiny DiffusionGemma. Until someone runs it against a vLLM
+server on a GPU, treat this path as unproven.
+
+What vLLM offers (a build whose DiffusionGemma takes these `vllm_xargs` on
+`/v1/completions`; requests are checked by `validate_diffusion_sampling_params` in
+vLLM's `vllm/utils/diffusion.py`, and the fields are described in
+`examples/features/structured_diffusion/README.md`):
+
+* `diffusion_seed_canvas`: exactly canvas-length token ids, the canvas denoising starts
+  from instead of random ids;
+* `diffusion_pinned`: canvas positions held at their seed on every denoising step;
+* `diffusion_max_steps`: the step cap (`DenoiseConfig.max_steps` here).
+
+That is this project's canvas (`canvas.plan_canvas`): the prompt is BOS and the prefix
+head, the canvas is [prefix tail | span slots | suffix head | padding], and everything
+but the span slots is pinned. The slots hold uniform random ids, DiffusionGemma's noise.
+One request per span length, sent at once; the best row wins as in the engine: complete
+first, then confidence (the mean probability of its tokens, from the returned logprobs;
+without them the first row).
+
+The request, as vLLM's example client sends one (`structured_server.py`, in the same
+examples folder): `prompt` is a list of token ids (taken as they are, no BOS added),
+`max_tokens` is the canvas length (one canvas is emitted, then the request ends),
+`ignore_eos` keeps an end-of-span token from ending the output early, and
+`return_token_ids` asks for the emitted ids in `choices[0].token_ids` (vLLM's
+`CompletionResponseChoice`, `vllm/entrypoints/openai/completion/protocol.py`).
+`logprobs: 0` with `return_tokens_as_token_ids` also returns them as 'token_id:N'
+strings in `choices[0].logprobs.tokens`, with their log-probabilities: the form the
+example client reads. Either form is accepted.
+
+The returned canvas holds the model's argmax at every position, pinned ones included:
+what comes back at a pinned position is not the seed. The middle is cut out here: the
+span positions only, up to the first end-of-span (EOS) token, decoded by the tokenizer.
+
+Seen in vLLM's code: a finished canvas is emitted whole and in order, the argmax at
+every position (`_compiled_sample_step` in `vllm/model_executor/models/
+diffusion_gemma.py`), and the example client reads the returned rows by canvas
+position. Assumed, not seen (the model file found predates the pins): that a pinned
+canvas is emitted the same way; that `token_logprobs` comes back for a request that is
+not `diffusion_read_only`; and that `ignore_eos` with `max_tokens` = canvas length ends
+the request after one canvas. `diffusion_read_only` is not sent: it runs to the step
+cap, where an ordinary request stops as soon as the canvas is stable and confident.
+`steps` in a result is the step cap sent (vLLM does not say how many steps it ran).
+
+Builds without the feature ignore unknown `vllm_xargs`, and would return an unpinned
+canvas. So `VllmEngine` checks the server first: it sends a seeded canvas with an
+impossible pinned position (-1), which a supporting server refuses with HTTP 400 naming
+`diffusion_pinned`. A 200 means the fields were ignored, and the connection is refused
+with a message that says so; a 400 about the seed's length means the `canvas` in the
+setting is not the served canvas length.
+
+The setting (`backend.vllm_target`):
+
+    vllm:http://HOST:PORT?tokenizer=PATH[&model=NAME][&canvas=N]
+
+`tokenizer` is a local checkpoint directory (or tokenizer path) of the served model;
+its `generation_config.json` and `config.json`, where present, give the default step
+cap and the end-of-span ids. `model` is the served model's name (omitted: the server's
+only model). `canvas` is the server's `--diffusion-config` canvas_length (default 32).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from infill_engine.backend import vllm_target
+from infill_engine.canvas import (
+    CanvasBatch,
+    cut_at_end_of_span,
+    plan_canvas,
+    round_up,
+)
+from infill_engine.config import DenoiseConfig
+from infill_engine.engine import (
+    _CHAR_STEP,
+    _CHARS_PER_TOKEN,
+    _PROMPT_STEP,
+    DEFAULT_MAX_PROMPT_TOKENS,
+    DEFAULT_SPAN_LENGTHS,
+    CancelFlag,
+    Candidate,
+    InfillRequest,
+    InfillResult,
+    Timings,
+    _as_callable,
+)
+from infill_engine.remote import (
+    DEFAULT_TIMEOUT_S,
+    BackendError,
+    RemotePlacement,
+    call,
+    rank,
+)
+
+COMPLETIONS = "/v1/completions"
+PROBE_TIMEOUT_S = 10.0
+TOKEN_ID_PREFIX = "token_id:"  # vLLM's form with return_tokens_as_token_ids
+
+
+class VllmEngine:
+    """The engine's API, answered by a vLLM server with DiffusionGemma pinning.
+
+    Args:
+        url: the backend URL without its kind (`vllm_target` reads it).
+        timeout_s: the longest a request waits for its answer.
+        span_lengths: span slots tried when a request names none (cut to 3/4 of the
+            canvas, as the engine cuts them).
+        max_prompt_tokens: the prompt (BOS included) keeps at most this many tokens.
+
+    Raises:
+        ValueError: a malformed URL.
+        BackendError: the tokenizer does not load, the server does not answer, or it
+            does not support diffusion pinning.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        span_lengths: Sequence[int] = DEFAULT_SPAN_LENGTHS,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+    ) -> None:
+        target = vllm_target(url)
+        self.kind, self.url, self.timeout_s = "vllm", target.root, timeout_s
+        self.endpoint = target.root + COMPLETIONS
+        self.model = target.model or ""
+        self.canvas_length = target.canvas_length
+        self.span_lengths = tuple(span_lengths)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.tokenizer = load_tokenizer(target.tokenizer)
+        config = _checkpoint_json(target.tokenizer, "config.json")
+        text = config.get("text_config")
+        text = text if isinstance(text, dict) else {}
+        self.end_ids = _ids(self.tokenizer.eos_token_id, config.get("eos_token_id"))
+        self.end_ids |= _ids(text.get("eos_token_id"))
+        if not self.end_ids:
+            raise BackendError(
+                f"the tokenizer {target.tokenizer!r} defines no end-of-span (EOS) token"
+            )
+        self.bos_id = _first(self.tokenizer.bos_token_id, text.get("bos_token_id"), 2)
+        self.pad_id = _first(self.tokenizer.pad_token_id, text.get("pad_token_id"), 0)
+        vocab = text.get("vocab_size")
+        self.vocab_size = len(self.tokenizer)
+        if isinstance(vocab, int) and 0 < vocab < self.vocab_size:
+            self.vocab_size = vocab  # noise ids must be ids the server accepts
+        self.config = _denoise_defaults(target.tokenizer)
+        served = target.model or "served model"
+        self.placement = RemotePlacement(
+            "vllm", target.root, f"{served}, canvas {self.canvas_length}"
+        )
+        self._probe()
+
+    def _probe(self) -> None:
+        """Refuse a server that would ignore the pins: a supporting one answers an
+        impossible pinned position with HTTP 400."""
+        xargs = {
+            "diffusion_seed_canvas": [self.pad_id] * self.canvas_length,
+            "diffusion_pinned": [-1],
+        }
+        body = self._body([self.bos_id], 1, xargs, read_canvas=False)
+        try:
+            call(self.endpoint, body, min(self.timeout_s, PROBE_TIMEOUT_S))
+        except BackendError as exc:
+            status, reason = _status_and_reason(str(exc))
+            if status != 400:
+                raise
+            if "diffusion_pinned" in reason:
+                return  # refused for the pin, as a supporting server does
+            if "diffusion_seed_canvas" in reason:
+                raise BackendError(
+                    f"vllm at {self.url} does not serve a canvas of "
+                    f"{self.canvas_length} positions ({reason}); set canvas=N in "
+                    "infill.backend to the server's --diffusion-config canvas_length"
+                ) from None
+            raise BackendError(
+                f"vllm at {self.url} refused the startup check: {reason}"
+            ) from None
+        raise BackendError(
+            f"vllm at {self.url} does not support diffusion pinning: it ignored "
+            "diffusion_pinned instead of refusing an impossible position. Serve the "
+            "model with a vLLM build whose DiffusionGemma accepts "
+            "diffusion_seed_canvas and diffusion_pinned in vllm_xargs"
+        )
+
+    def plan(self, request: InfillRequest) -> CanvasBatch:
+        """The prompt and one seeded canvas row per span length, laid out as the
+        engine lays them out (`InfillEngine.plan`), with no readout shift: vLLM's
+        DiffusionGemma reads slot i at position i."""
+        longest = self.canvas_length * 3 // 4
+        spans = tuple(
+            dict.fromkeys(
+                min(s, longest) for s in request.span_lengths or self.span_lengths
+            )
+        )
+        prefix = request.prefix
+        prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
+        if len(prefix) > prefix_chars:
+            prefix = prefix[round_up(len(prefix) - prefix_chars, _CHAR_STEP) :]
+        suffix = request.suffix[: self.canvas_length * _CHARS_PER_TOKEN]
+        return plan_canvas(
+            self._encode(prefix),
+            self._encode(suffix),
+            spans,
+            self.canvas_length,
+            self.bos_id,
+            self.pad_id,
+            self.max_prompt_tokens,
+            _PROMPT_STEP,
+        )
+
+    def request_bodies(
+        self, request: InfillRequest, batch: CanvasBatch | None = None
+    ) -> list[dict[str, Any]]:
+        """The `/v1/completions` bodies of a request, one per span length: the
+        canvas row with noise in its span slots, and every other position pinned."""
+        batch = batch if batch is not None else self.plan(request)
+        config = request.config or self.config
+        prompt = [int(t) for t in batch.prompt_ids[0].tolist()]
+        bodies = []
+        for row, span in enumerate(batch.span_lengths):
+            seed = [int(t) for t in batch.canvas[row].tolist()]
+            pinned = [bool(p) for p in batch.pinned[row].tolist()]
+            noise = random.Random(config.seed * 1_000_003 + span)
+            for i, held in enumerate(pinned):
+                if not held:
+                    seed[i] = noise.randrange(self.vocab_size)
+            xargs = {
+                "diffusion_seed_canvas": seed,
+                "diffusion_pinned": [i for i, held in enumerate(pinned) if held],
+                "diffusion_max_steps": config.max_steps,
+            }
+            bodies.append(self._body(prompt, self.canvas_length, xargs))
+        return bodies
+
+    def fill(
+        self,
+        request: InfillRequest,
+        cancel: CancelFlag = None,
+        on_step: Callable[[Any], None] | None = None,
+    ) -> InfillResult:
+        """Fill the hole on the server; an empty cancelled result when `cancel` was
+        set before every answer came (the connections are closed)."""
+        stale = _as_callable(cancel)
+        config = request.config or self.config
+        t0 = time.perf_counter()
+        batch = self.plan(request)
+        bodies = self.request_bodies(request, batch)
+        t1 = time.perf_counter()
+        answers = None if stale() else self._post_all(bodies, stale)
+        t2 = time.perf_counter()
+        if answers is None:
+            return InfillResult.stopped(0, Timings(_ms(t0, t1), 0.0, _ms(t1, t2)))
+        candidates = [
+            self._candidate(batch, row, answer) for row, answer in enumerate(answers)
+        ]
+        candidates.sort(key=lambda c: (c.complete, c.score), reverse=True)  # stable
+        best = candidates[0]
+        produced = best.tokens + (1 if best.complete else 0)
+        result = InfillResult(
+            text=best.text,
+            cancelled=False,
+            steps=config.max_steps,
+            tokens_per_forward=produced / max(config.max_steps, 1),
+            span_length=best.span_length,
+            score=best.score,
+            candidates=tuple(candidates),
+            timings=Timings(
+                _ms(t0, t1), 0.0, _ms(t1, t2), _ms(t2, time.perf_counter())
+            ),
+        )
+        return rank(result, request.validate)
+
+    def warm(self, request: InfillRequest, cancel: CancelFlag = None) -> int:
+        """Nothing: vLLM's own prefix cache keeps what it keeps."""
+        return 0
+
+    def _body(
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        xargs: dict[str, Any],
+        read_canvas: bool = True,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens}
+        if self.model:
+            body["model"] = self.model
+        if read_canvas:
+            body |= {
+                "ignore_eos": True,
+                "return_token_ids": True,
+                "logprobs": 0,
+                "return_tokens_as_token_ids": True,
+            }
+        body["vllm_xargs"] = xargs
+        return body
+
+    def _post_all(
+        self, bodies: list[dict[str, Any]], stale: Callable[[], bool]
+    ) -> list[dict[str, Any]] | None:
+        """POST every body at once; None when `stale` became true first. The first
+        failure closes the other connections and is raised."""
+        answers: list[dict[str, Any] | None] = [None] * len(bodies)
+        errors: list[Exception] = []
+        failed = threading.Event()
+
+        def stop() -> bool:
+            return failed.is_set() or stale()
+
+        def post(i: int) -> None:
+            try:
+                answers[i] = call(self.endpoint, bodies[i], self.timeout_s, stop)
+            except Exception as exc:  # raised below, in the caller's thread
+                errors.append(exc)
+                failed.set()
+
+        workers = [
+            threading.Thread(target=post, args=(i,), daemon=True, name="infill-vllm")
+            for i in range(1, len(bodies))
+        ]
+        for worker in workers:
+            worker.start()
+        post(0)
+        for worker in workers:
+            worker.join()
+        if stale():
+            return None
+        if errors:
+            raise errors[0]
+        if any(answer is None for answer in answers):
+            return None
+        return [answer for answer in answers if answer is not None]
+
+    def _candidate(
+        self, batch: CanvasBatch, row: int, answer: dict[str, Any]
+    ) -> Candidate:
+        """The middle of one returned canvas: its span positions up to the first
+        end-of-span token. What came back at pinned positions is not read."""
+        span, start = batch.span_lengths[row], batch.span_start
+        tokens, logprobs = canvas_tokens(answer, self.endpoint)
+        window = tokens[start : start + span]
+        kept = cut_at_end_of_span(window, self.end_ids)
+        complete = len(kept) < len(window)
+        if not complete and len(window) < span:
+            raise BackendError(
+                f"{self.endpoint} answered {len(tokens)} tokens, not a canvas of "
+                f"{self.canvas_length}"
+            )
+        counted = len(kept) + (1 if complete else 0)
+        score = 0.0
+        if logprobs is not None and len(logprobs) >= start + counted:
+            probs = [math.exp(lp) for lp in logprobs[start : start + counted]]
+            score = sum(probs) / max(len(probs), 1)
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Candidate(text, span, score, complete, True, len(kept))
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def canvas_tokens(
+    answer: dict[str, Any], url: str
+) -> tuple[list[int], list[float] | None]:
+    """The emitted token ids of a completion, and their log-probabilities where the
+    answer has them: `choices[0].token_ids`, else the 'token_id:N' strings of
+    `choices[0].logprobs.tokens`.
+
+    Raises:
+        BackendError: the answer holds no token ids.
+    """
+    choices = answer.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict):
+        raise BackendError(f"{url} answered no completion choice")
+    logprobs = choice.get("logprobs")
+    logprobs = logprobs if isinstance(logprobs, dict) else {}
+    ids = choice.get("token_ids")
+    if ids is None:
+        strings = logprobs.get("tokens")
+        if isinstance(strings, list) and all(
+            isinstance(s, str) and s.startswith(TOKEN_ID_PREFIX) for s in strings
+        ):
+            try:
+                ids = [int(s[len(TOKEN_ID_PREFIX) :]) for s in strings]
+            except ValueError:
+                ids = None
+    if not isinstance(ids, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) for t in ids
+    ):
+        raise BackendError(
+            f"{url} answered no token ids (a server without return_token_ids?)"
+        )
+    values = logprobs.get("token_logprobs")
+    scores = None
+    if isinstance(values, list) and len(values) == len(ids):
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            scores = [float(v) for v in values]
+    return ids, scores
+
+
+def load_tokenizer(path: str) -> Any:
+    """The served model's tokenizer, from a checkpoint directory or tokenizer path.
+
+    Raises:
+        BackendError: it does not load.
+    """
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # any failure to load is the setting's, said in one line
+        text = str(exc).strip()
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise BackendError(
+            f"vllm backend: cannot load the tokenizer {path!r}: {reason}"
+        ) from None
+
+
+def _checkpoint_json(path: str, name: str) -> dict[str, Any]:
+    """A JSON file of a local checkpoint directory; {} where there is none."""
+    file = Path(path).expanduser() / name
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _denoise_defaults(path: str) -> DenoiseConfig:
+    """Denoising defaults from the checkpoint's generation config, as the in-process
+    engine takes them; DenoiseConfig's own where it has none (or a bad one)."""
+    data = _checkpoint_json(path, "generation_config.json")
+    sampler = data.get("sampler_config")
+    if isinstance(sampler, dict):
+        data = data | {"sampler_config": SimpleNamespace(**sampler)}
+    try:
+        return DenoiseConfig.from_generation_config(SimpleNamespace(**data))
+    except (TypeError, ValueError):
+        return DenoiseConfig()
+
+
+def _ids(*values: Any) -> set[int]:
+    """The ints among `values` (each an int, a list of ints or None)."""
+    out: set[int] = set()
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool):
+            out.add(value)
+        elif isinstance(value, list | tuple):
+            out.update(v for v in value if isinstance(v, int))
+    return out
+
+
+def _first(*values: Any) -> int:
+    """The first int among `values` (the last is the fallback)."""
+    for value in values:
+        if isinstance(value, list) and value:
+            value = value[0]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    raise ValueError("no id")
+
+
+def _status_and_reason(message: str) -> tuple[int | None, str]:
+    """The status and the server's own words in a `remote.call` error ("URL answered
+    HTTP 400: BODY"): a JSON error body's message where it has one."""
+    head, sep, body = message.partition(" answered HTTP ")
+    if not sep:
+        return None, message
+    code, _, text = body.partition(": ")
+    try:
+        status = int(code)
+    except ValueError:
+        return None, message
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return status, text
+    error = data.get("error", data) if isinstance(data, dict) else None
+    reason = error.get("message") if isinstance(error, dict) else None
+    return status, str(reason) if reason else text
+
+
+def _ms(start: float, end: float) -> float:
+    return (end - start) * 1000.0
