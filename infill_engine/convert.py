@@ -216,6 +216,20 @@ def attach_full_attention_values(model: Any) -> None:
         enc_layer.self_attn.v_proj = proj
 
 
+def detach_full_attention_values(model: Any) -> None:
+    """Undo `attach_full_attention_values`: full-attention layers use their keys as
+    values again, DiffusionGemma's own layout (what transformers loads)."""
+    text = model.config.text_config
+    decoder = model.model.decoder.layers
+    encoder = model.model.encoder.language_model.layers
+    for kind, dec_layer, enc_layer in zip(
+        text.layer_types, decoder, encoder, strict=True
+    ):
+        if kind == "full_attention":
+            dec_layer.self_attn.v_proj = None
+            enc_layer.self_attn.v_proj = None
+
+
 def full_attention_value_keys(model: Any) -> list[str]:
     """State-dict keys of the `v_proj` weights `attach_full_attention_values` adds."""
     text = model.config.text_config

@@ -267,3 +267,49 @@ def test_conversion_with_scales_measured_on_the_whole_base_ignores_zeroed_rows(
             torch.testing.assert_close(again[name][:100], value[:100], rtol=0, atol=0)
         else:
             torch.testing.assert_close(again[name], value, rtol=0, atol=0)
+
+
+def test_training_loads_a_built_model_as_the_engine_does(
+    pair, tiny_tokenizer, tmp_path
+):
+    # The adapter trained on a GPU loaded its base with transformers alone, which drops
+    # the full-attention value projections the engine restores: it learned another
+    # model than the one it was merged into, and its fills fell from 13 % to 6 % exact.
+    from infill_engine.training.adapt import _load
+
+    _, converted = pair
+    converted.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    ids = torch.randint(3, len(tiny_tokenizer), (1, 20))
+
+    def logits(model):
+        with torch.no_grad():
+            hidden = model.model.encoder.language_model(input_ids=ids)
+            return model.lm_head(hidden.last_hidden_state)
+
+    engine_model = loader.load(str(tmp_path), "cpu").model
+    torch.testing.assert_close(logits(_load(tmp_path)), logits(engine_model))
+
+
+def test_detached_value_projections_give_diffusiongemmas_own_layout(pair, tmp_path):
+    import copy
+
+    from infill_engine.convert import detach_full_attention_values
+
+    _, converted = pair
+    converted.save_pretrained(tmp_path)
+    stock = DiffusionGemmaForBlockDiffusion.from_pretrained(tmp_path).eval()
+    detached = copy.deepcopy(converted)
+    detach_full_attention_values(detached)
+    ids = torch.randint(3, 100, (1, 20))
+    with torch.no_grad():
+        a = detached.model.encoder.language_model(input_ids=ids).last_hidden_state
+        b = stock.model.encoder.language_model(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(a, b)
+    detached.save_pretrained(tmp_path / "again")
+    assert not any(
+        "self_attn.v_proj" in k and f"layers.{i}." in k
+        for k in detached.state_dict()
+        for i, kind in enumerate(detached.config.text_config.layer_types)
+        if kind == "full_attention"
+    )

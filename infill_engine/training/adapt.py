@@ -229,7 +229,7 @@ class _Batches(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 def _base(path: Path, pack: Path | None = None) -> tuple[Any, Any]:
     """The unadapted built model (float32, CPU) and its tokenizer; built if missing
     (from `pack`, a `basepack` directory, when given)."""
-    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+    from transformers import AutoTokenizer
 
     if not (path / "config.json").is_file():
         from infill_engine.build import build
@@ -243,10 +243,23 @@ def _base(path: Path, pack: Path | None = None) -> tuple[Any, Any]:
             scales = read_pack(pack)["scales"]
             build(path, adapter=False, gguf=gguf, scales=scales)
             gguf.unlink()
+    return _load(path).eval(), AutoTokenizer.from_pretrained(str(path))
+
+
+def _load(path: Path) -> Any:
+    """A built model (float32) exactly as the engine loads it: the full-attention
+    value projections it keeps are restored (`loader.restore_full_attention_values`);
+    transformers alone would drop them, and an adapter trained on that model would not
+    fit the one it is merged into."""
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    from infill_engine.loader import restore_full_attention_values
+
     model = DiffusionGemmaForBlockDiffusion.from_pretrained(
         str(path), dtype=torch.float32
     )
-    return model.eval(), AutoTokenizer.from_pretrained(str(path))
+    restore_full_attention_values(model, path)
+    return model
 
 
 def export(base: Path, adapter: Path, out: Path) -> Path:
@@ -254,13 +267,9 @@ def export(base: Path, adapter: Path, out: Path) -> Path:
     tokenizer, engine settings and licence files beside the merged weights)."""
     import shutil
 
-    from transformers import DiffusionGemmaForBlockDiffusion
-
     from infill_engine.training.adapter import merge_adapter
 
-    model = DiffusionGemmaForBlockDiffusion.from_pretrained(
-        str(base), dtype=torch.float32
-    )
+    model = _load(base)
     merge_adapter(model, adapter)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base, out, ignore=shutil.ignore_patterns("*.safetensors"))
