@@ -127,6 +127,44 @@ class InfillResult:
 CancelFlag = Callable[[], bool] | threading.Event | None
 
 
+def plan_request(
+    request: InfillRequest,
+    encode: Callable[[str], list[int]],
+    canvas_length: int,
+    default_spans: Sequence[int],
+    max_prompt_tokens: int,
+    bos_pad: tuple[int, int],
+    readout_shift: int = 0,
+) -> CanvasBatch:
+    """Tokenize the texts around the hole and lay out one canvas per span length (the
+    request's, else `default_spans`), as the engine does; a remote client that seeds
+    a server's canvas (`vllm_backend`) lays it out the same way."""
+    # A span never takes more than 3/4 of the canvas: context must stay pinned.
+    longest = canvas_length * 3 // 4
+    spans = tuple(
+        dict.fromkeys(min(s, longest) for s in request.span_lengths or default_spans)
+    )
+    # The far prefix is cut on grids counted from its first character and token,
+    # not from the span, so typing at the span leaves the prompt's start in place
+    # and each prompt extends the last: its prefill is reused.
+    prefix = request.prefix
+    prefix_chars = (max_prompt_tokens + canvas_length) * _CHARS_PER_TOKEN
+    if len(prefix) > prefix_chars:
+        prefix = prefix[round_up(len(prefix) - prefix_chars, _CHAR_STEP) :]
+    suffix_ids = encode(request.suffix[: canvas_length * _CHARS_PER_TOKEN])
+    return plan_canvas(
+        encode(prefix),
+        suffix_ids,
+        spans,
+        canvas_length,
+        bos_pad[0],
+        bos_pad[1],
+        max_prompt_tokens,
+        _PROMPT_STEP,
+        readout_shift,
+    )
+
+
 class InfillEngine:
     """A loaded model plus everything needed to fill spans with it.
 
@@ -307,32 +345,13 @@ class InfillEngine:
 
     def plan(self, request: InfillRequest) -> CanvasBatch:
         """Tokenize the texts around the hole and lay out one canvas per span length."""
-        # A span never takes more than 3/4 of the canvas: context must stay pinned.
-        longest = self.canvas_length * 3 // 4
-        spans = tuple(
-            dict.fromkeys(
-                min(s, longest) for s in request.span_lengths or self.span_lengths
-            )
-        )
-        # The far prefix is cut on grids counted from its first character and token,
-        # not from the span, so typing at the span leaves the prompt's start in place
-        # and each prompt extends the last: its prefill is reused.
-        prefix = request.prefix
-        prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
-        if len(prefix) > prefix_chars:
-            prefix = prefix[round_up(len(prefix) - prefix_chars, _CHAR_STEP) :]
-        suffix_ids = self._encode(
-            request.suffix[: self.canvas_length * _CHARS_PER_TOKEN]
-        )
-        return plan_canvas(
-            self._encode(prefix),
-            suffix_ids,
-            spans,
+        return plan_request(
+            request,
+            self._encode,
             self.canvas_length,
-            self.bos_id,
-            self.pad_id,
+            self.span_lengths,
             self.max_prompt_tokens,
-            _PROMPT_STEP,
+            (self.bos_id, self.pad_id),
             getattr(self.denoiser, "readout_shift", 0),
         )
 

@@ -79,17 +79,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from infill_engine.backend import vllm_target
-from infill_engine.canvas import (
-    CanvasBatch,
-    cut_at_end_of_span,
-    plan_canvas,
-    round_up,
-)
+from infill_engine.canvas import CanvasBatch, cut_at_end_of_span
 from infill_engine.config import DenoiseConfig
 from infill_engine.engine import (
-    _CHAR_STEP,
-    _CHARS_PER_TOKEN,
-    _PROMPT_STEP,
     DEFAULT_MAX_PROMPT_TOKENS,
     DEFAULT_SPAN_LENGTHS,
     CancelFlag,
@@ -98,6 +90,7 @@ from infill_engine.engine import (
     InfillResult,
     Timings,
     _as_callable,
+    plan_request,
 )
 from infill_engine.remote import (
     DEFAULT_TIMEOUT_S,
@@ -199,28 +192,15 @@ class VllmEngine:
 
     def plan(self, request: InfillRequest) -> CanvasBatch:
         """The prompt and one seeded canvas row per span length, laid out as the
-        engine lays them out (`InfillEngine.plan`), with no readout shift: vLLM's
+        engine lays them out (`engine.plan_request`), with no readout shift: vLLM's
         DiffusionGemma reads slot i at position i."""
-        longest = self.canvas_length * 3 // 4
-        spans = tuple(
-            dict.fromkeys(
-                min(s, longest) for s in request.span_lengths or self.span_lengths
-            )
-        )
-        prefix = request.prefix
-        prefix_chars = (self.max_prompt_tokens + self.canvas_length) * _CHARS_PER_TOKEN
-        if len(prefix) > prefix_chars:
-            prefix = prefix[round_up(len(prefix) - prefix_chars, _CHAR_STEP) :]
-        suffix = request.suffix[: self.canvas_length * _CHARS_PER_TOKEN]
-        return plan_canvas(
-            self._encode(prefix),
-            self._encode(suffix),
-            spans,
+        return plan_request(
+            request,
+            self._encode,
             self.canvas_length,
-            self.bos_id,
-            self.pad_id,
+            self.span_lengths,
             self.max_prompt_tokens,
-            _PROMPT_STEP,
+            (self.bos_id, self.pad_id),
         )
 
     def request_bodies(

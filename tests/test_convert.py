@@ -56,6 +56,13 @@ def tiny_gemma3(vocab: int, seed: int = 0) -> Gemma3ForCausalLM:
     return model
 
 
+def encoder_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """The encoder's next-token logits for `ids` (the LM head over its states)."""
+    with torch.no_grad():
+        hidden = model.model.encoder.language_model(input_ids=ids)
+        return model.lm_head(hidden.last_hidden_state)
+
+
 @pytest.fixture(scope="module")
 def pair(tiny_tokenizer):
     """(causal Gemma 3, its conversion with shift 1 and a mask token)."""
@@ -182,12 +189,7 @@ def test_loader_restores_the_full_attention_values(pair, tiny_tokenizer, tmp_pat
     converted.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
     ids = torch.randint(3, len(tiny_tokenizer), (1, 20))
-
-    def logits(model):
-        with torch.no_grad():
-            hidden = model.model.encoder.language_model(input_ids=ids)
-            return model.lm_head(hidden.last_hidden_state)
-
+    logits = lambda model: encoder_logits(model, ids)  # noqa: E731
     loaded = loader.load(str(tmp_path), "cpu").model
     torch.testing.assert_close(logits(loaded), logits(converted))
     assert loaded.config.readout_shift == 1 and loaded.config.mask_token_id == MASK
@@ -281,14 +283,10 @@ def test_training_loads_a_built_model_as_the_engine_does(
     converted.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
     ids = torch.randint(3, len(tiny_tokenizer), (1, 20))
-
-    def logits(model):
-        with torch.no_grad():
-            hidden = model.model.encoder.language_model(input_ids=ids)
-            return model.lm_head(hidden.last_hidden_state)
-
     engine_model = loader.load(str(tmp_path), "cpu").model
-    torch.testing.assert_close(logits(_load(tmp_path)), logits(engine_model))
+    torch.testing.assert_close(
+        encoder_logits(_load(tmp_path), ids), encoder_logits(engine_model, ids)
+    )
 
 
 def test_detached_value_projections_give_diffusiongemmas_own_layout(pair, tmp_path):

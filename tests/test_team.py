@@ -14,6 +14,7 @@ import time
 
 import pytest
 from lsprotocol import types
+from test_lsp_e2e import SOURCE
 
 from infill_engine import InfillEngine, InfillRequest, remote
 from lsp_server.client import Session
@@ -21,15 +22,6 @@ from lsp_server.client import Session
 pytestmark = pytest.mark.slow
 
 URI = "file:///work/team.py"
-SOURCE = (
-    "def mean(values):\n"
-    "    total = 0\n"
-    "    for value in values:\n"
-    "        total += value\n"
-    "    return total / len(values)\n"
-    "\n"
-    "print(mean([1, 2]))\n"
-)
 HOLES = "def scale(xs, k):\n    # <fill> multiply each item\n    return out\n"
 
 
