@@ -161,6 +161,10 @@ def build(
     out = out or built_model_dir()
     if (out / "config.json").is_file() and not force:
         if not adapter or up_to_date(out):
+            settings = out / "infill.json"
+            if adapter and _read_json(settings) != ENGINE_DEFAULTS:
+                settings.write_text(json.dumps(ENGINE_DEFAULTS) + "\n")
+                say(f"engine settings updated: {settings}")
             say(f"model already built: {out}")
             return out
         say(f"the shipped adapter or the build changed since {out}: rebuilding")
@@ -223,14 +227,19 @@ def apply_adapter(model: Any, path: Path) -> bool:
     return True
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file's value, or None if it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def up_to_date(directory: Path) -> bool:
     """Whether the build in `directory` merged the adapter shipped now, the way this
     version builds (a version that ships a new adapter or builds differently rebuilds
     the model at the next `make setup`)."""
-    try:
-        record = json.loads((directory / "build.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    record = _read_json(directory / "build.json")
     shipped = sha256(ADAPTER) if ADAPTER.is_file() else None
     return (
         isinstance(record, dict)

@@ -140,8 +140,13 @@ def test_a_build_with_another_adapter_is_rebuilt_and_a_current_one_kept(
     (out / "config.json").write_text("{}")
     build.write_provenance(out, adapted=True)
     said = []
+    (out / "infill.json").write_text(json.dumps(build.ENGINE_DEFAULTS))
     assert build.build(out, log=said.append) == out  # current: kept as it is
     assert said == [f"model already built: {out}"]
+    (out / "infill.json").write_text('{"denoise": {"max_steps": 99}}')  # older defaults
+    build.build(out, log=said.append)
+    assert json.loads((out / "infill.json").read_text()) == build.ENGINE_DEFAULTS
+    assert said[-2] == f"engine settings updated: {out / 'infill.json'}"
 
     def rebuilding(work):
         raise RuntimeError("rebuilding")
