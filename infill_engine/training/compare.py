@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         "--prefix-tokens",
         type=int,
         default=576,
-        help="prefix the left-to-right baseline keeps (the engine's prompt cap plus "
-        "its canvas)",
+        help="prefix the left-to-right baseline keeps (default 576: more than the "
+        "default model's 256-token prompt plus its 64-position canvas, so the "
+        "baseline is not starved of context)",
     )
     parser.add_argument("--json", type=Path, default=Path("compare.json"))
     args = parser.parse_args(argv)
