@@ -466,8 +466,8 @@ class InfillServer(LanguageServer):
                     "infill.device to cpu, choose a smaller model, or free GPU memory.",
                 )
             return None
-        if self._backend_down is not None:
-            self.backend_down(None)
+        if result is not None and not result.cancelled and self._backend_down:
+            self.backend_down(None)  # it answered: say so once
         current = self.store.get(snap.uri)
         if result is None or result.cancelled or current is None:
             return None

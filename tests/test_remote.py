@@ -180,3 +180,37 @@ def test_a_cancelled_request_closes_its_connection(scripted_backend):
     assert result.cancelled and time.perf_counter() - started < 0.5
     time.sleep(1.2)  # the server finds its client gone when it answers
     assert server.gone == ["/infill"]
+
+
+async def test_the_editor_hears_once_that_the_backend_failed_and_once_that_it_is_back(
+    scripted_backend,
+):
+    from lsprotocol import types
+
+    from lsp_server.client import Session
+
+    server, setting = scripted_backend
+    health = server.script("/infill/health")
+    fill = InfillResult("total", False, 4, 1.0, 16, 0.9)
+    answers = {"fill": (200, json.dumps(remote.result_json(fill)).encode(), 0)}
+    server.script = lambda path: health if path.endswith("/health") else answers["fill"]
+    s = Session()
+    await s.start("--backend", setting)
+    try:
+        await s.wait_status("ready", timeout=30)
+        s.open("file:///w/a.py", "x = 1\ny = \n")
+        first = await s.inline("file:///w/a.py", 1, 4)
+        assert [i.insert_text for i in first.items] == ["total"]
+        answers["fill"] = (503, b"Service Unavailable", 0)
+        for _ in range(3):
+            assert not (await s.inline("file:///w/a.py", 1, 4)).items
+        answers["fill"] = (200, json.dumps(remote.result_json(fill)).encode(), 0)
+        back = await s.inline("file:///w/a.py", 1, 4)
+        assert [i.insert_text for i in back.items] == ["total"]
+        said = [(m.type, m.message) for m in s.messages]
+        assert len(said) == 2, said
+        assert said[0][0] == types.MessageType.Error and "HTTP 503" in said[0][1]
+        assert said[1] == (types.MessageType.Info, "infill: the backend answers again")
+        assert (await s.command("infill.status"))["state"] == "ready"
+    finally:
+        await s.stop()
