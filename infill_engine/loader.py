@@ -118,6 +118,9 @@ def load(
         ) from exc
     if local:
         restore_full_attention_values(model, path)
+    from infill_engine.convert import skip_switched_off_experts
+
+    skip_switched_off_experts(model)  # the default model's: exactly zero, not free
     model.to(placement.device).eval()  # type: ignore[arg-type]
     return LoadedModel(model, tokenizer, placement, source, defaults)
 

@@ -311,3 +311,32 @@ def test_detached_value_projections_give_diffusiongemmas_own_layout(pair, tmp_pa
         for i, kind in enumerate(detached.config.text_config.layer_types)
         if kind == "full_attention"
     )
+
+
+def test_switched_off_experts_are_skipped_without_changing_a_bit(
+    pair, tiny_model, tiny_tokenizer
+):
+    import copy
+
+    from infill_engine.convert import skip_switched_off_experts
+
+    _, converted = pair
+    fast = copy.deepcopy(converted)
+    layers = len(converted.model.decoder.layers)
+    assert skip_switched_off_experts(fast) == 2 * layers  # encoder and decoder
+    ids = torch.randint(3, 100, (1, 20), generator=torch.Generator().manual_seed(2))
+    canvas = torch.randint(3, 100, (1, 32), generator=torch.Generator().manual_seed(3))
+    outs = []
+    for model in (converted, fast):
+        cache, _ = train.encode_prompt(model, ids)
+        with torch.no_grad():
+            out = model(
+                decoder_input_ids=canvas,
+                cache=cache,
+                decoder_position_ids=train.decoder_positions(20, 32),
+            )
+        outs.append((encoder_logits(model, ids), out.logits))
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    live = copy.deepcopy(tiny_model)  # random experts: they add something, keep them
+    assert skip_switched_off_experts(live) == 0
