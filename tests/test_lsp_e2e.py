@@ -428,6 +428,11 @@ async def test_a_hole_no_fill_parses_for_is_left_as_it_was_and_said_why(scripted
     said = [m.message for m in s.messages]
     assert len(said) == 1 and "line 2" in said[0] and "parses" in said[0], said
     assert "\n" not in said[0]
+    # the status notification follows the message; the client may not have read it yet
+    for _ in range(100):
+        if any("line 2" in st["message"] for st in s.statuses):
+            break
+        await asyncio.sleep(0.05)
     assert [st["message"] for st in s.statuses if "line 2" in st["message"]] == said
 
 
