@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +125,13 @@ class InfillResult:
 
 
 CancelFlag = Callable[[], bool] | threading.Event | None
+
+
+def ranked(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """Best first: valid, then complete, then confident; ties keep their order."""
+    return sorted(
+        candidates, key=lambda c: (c.valid, c.complete, c.score), reverse=True
+    )
 
 
 def plan_request(
@@ -377,8 +384,7 @@ class InfillEngine:
             valid = request.validate(text) if request.validate else True
             score = float(conf.mean())
             out.append(Candidate(text, span, score, complete, bool(valid), len(kept)))
-        out.sort(key=lambda c: (c.valid, c.complete, c.score), reverse=True)
-        return out
+        return ranked(out)
 
     def _window(self, batch: CanvasBatch) -> slice:
         if not self.exact_self_conditioning:

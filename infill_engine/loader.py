@@ -77,14 +77,7 @@ def load(
     Raises:
         ModelLoadError: with one message naming what is missing or broken.
     """
-    source = name_or_path or default_model()
-    path = Path(source).expanduser()
-    if not name_or_path and not (path / "config.json").is_file():
-        raise ModelLoadError(f"the default model is not built yet: {BUILD_HINT}")
-    if path.is_dir():
-        check_directory(path)
-    elif _looks_like_path(source):
-        raise ModelLoadError(f"model directory not found: {source}")
+    source, path = locate(name_or_path)
     local = path.is_dir()
     defaults = engine_defaults(path) if local else {}
     try:
@@ -123,6 +116,26 @@ def load(
     skip_switched_off_experts(model)  # the default model's: exactly zero, not free
     model.to(placement.device).eval()  # type: ignore[arg-type]
     return LoadedModel(model, tokenizer, placement, source, defaults)
+
+
+def locate(name_or_path: str | None) -> tuple[str, Path]:
+    """The model a name means, (source, local path), checked before anything loads:
+    None is the default model; a directory must hold a complete checkpoint; anything
+    else not shaped like a path is a hub id.
+
+    Raises:
+        ModelLoadError: the default model is not built, or the directory is missing or
+            incomplete.
+    """
+    source = name_or_path or default_model()
+    path = Path(source).expanduser()
+    if not name_or_path and not (path / "config.json").is_file():
+        raise ModelLoadError(f"the default model is not built yet: {BUILD_HINT}")
+    if path.is_dir():
+        check_directory(path)
+    elif _looks_like_path(source):
+        raise ModelLoadError(f"model directory not found: {source}")
+    return source, path
 
 
 def engine_defaults(path: Path) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from infill_engine.engine import (
     InfillResult,
     Timings,
     _as_callable,
+    ranked,
 )
 
 if TYPE_CHECKING:
@@ -122,12 +123,11 @@ def rank(result: InfillResult, validate: Callable[[str], bool] | None) -> Infill
     ranks them: validity, completeness, then confidence."""
     if validate is None or not result.candidates:
         return result
-    checked = [
+    checked = ranked(
         Candidate(c.text, c.span_length, c.score, c.complete, valid, c.tokens)
         for c in result.candidates
         for valid in [bool(validate(c.text))]
-    ]
-    checked.sort(key=lambda c: (c.valid, c.complete, c.score), reverse=True)
+    )
     best = checked[0]
     return InfillResult(
         best.text,

@@ -27,7 +27,6 @@ import signal
 import sys
 import threading
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 DEFAULT_PORT = 8000
@@ -118,19 +117,13 @@ def add_serve_command(sub: Any) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Start Ray, deploy the replicas, serve until SIGINT/SIGTERM."""
-    from infill_engine.loader import ModelLoadError, check_directory, default_model
+    from infill_engine.loader import ModelLoadError, locate
 
     if args.replicas < 1:
         print("infill: --replicas must be at least 1", file=sys.stderr)
         return 2
-    path = Path(args.model or default_model()).expanduser()
     try:
-        if path.is_dir():
-            check_directory(path)
-        elif not args.model:
-            raise ModelLoadError("the default model is not built yet: run make setup")
-        else:
-            raise ModelLoadError(f"model directory not found: {args.model}")
+        locate(args.model)  # one clear line now, not a replica failing in Ray later
     except ModelLoadError as exc:
         print(f"infill: {exc}", file=sys.stderr)
         return 2

@@ -91,6 +91,7 @@ from infill_engine.engine import (
     Timings,
     _as_callable,
     plan_request,
+    ranked,
 )
 from infill_engine.remote import (
     DEFAULT_TIMEOUT_S,
@@ -245,10 +246,9 @@ class VllmEngine:
         t2 = time.perf_counter()
         if answers is None:
             return InfillResult.stopped(0, Timings(_ms(t0, t1), 0.0, _ms(t1, t2)))
-        candidates = [
+        candidates = ranked(
             self._candidate(batch, row, answer) for row, answer in enumerate(answers)
-        ]
-        candidates.sort(key=lambda c: (c.complete, c.score), reverse=True)  # stable
+        )
         best = candidates[0]
         produced = best.tokens + (1 if best.complete else 0)
         result = InfillResult(
