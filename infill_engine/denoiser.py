@@ -94,13 +94,18 @@ class PrefillState:
 
     Attributes:
         cache: encoder KV cache, batch size B.
-        positions: (1, L) decoder position ids, continuing after the prompt.
+        positions: (1, L) decoder position ids, continuing after the prompt; (B, L)
+            when rows hold different prompts.
         context: keys and values for window-only steps, from the last full step.
+        padding: (B, P + L) False on the cache slots a row must not attend to: the
+            left padding of a shorter prompt among several (`prefill_many`); None
+            when every row reads one prompt.
     """
 
     cache: Any
     positions: torch.Tensor
     context: ContextCache | None = None
+    padding: torch.Tensor | None = None
 
 
 @dataclass
@@ -121,6 +126,7 @@ class ContextCache:
     window: slice
     layers: list[_KV] = field(default_factory=list)
     is_compileable: bool = False
+    masks: dict[str, torch.Tensor | None] = field(default_factory=dict)
 
 
 class Denoiser(Protocol):
@@ -209,6 +215,54 @@ class DiffusionGemmaDenoiser:
         positions = torch.arange(start, start + canvas_length, device=self.device)
         return PrefillState(cache=rows, positions=positions.unsqueeze(0))
 
+    def batchable(self, prompt_length: int, canvas_length: int) -> bool:
+        """Whether a prompt of this length can share a step with other prompts: its
+        cache and canvas fit in the sliding window, so no layer dropped a key that
+        the left-padded layout would need."""
+        text = self.model.config.get_text_config()
+        window = getattr(text, "sliding_window", None)
+        return window is None or prompt_length + canvas_length <= window
+
+    @torch.no_grad()
+    def prefill_many(
+        self, prompts: list[torch.Tensor], rows: list[int], canvas_length: int
+    ) -> PrefillState:
+        """One state for several prompts: `rows[i]` canvas rows read `prompts[i]`.
+
+        Each prompt is encoded (or found in the store) on its own, as `prefill` does;
+        the caches are then padded on the left to the longest and stacked, with a
+        padding mask so no row attends to another's padding. Positions are each
+        row's own, continuing after its prompt; keys keep the positions they were
+        encoded at. Every prompt must be `batchable`.
+        """
+        caches = [self.prefill(p, 1, canvas_length).cache for p in prompts]
+        lengths = [int(p.shape[1]) for p in prompts]
+        longest = max(lengths)
+        merged = _shallow_copy(caches[0])
+        for i, layer in enumerate(merged.layers):
+            parts = [
+                (c.layers[i], longest - n, r)
+                for c, n, r in zip(caches, lengths, rows, strict=True)
+            ]
+            layer.keys = torch.cat([_left_pad(c.keys, pad, r) for c, pad, r in parts])
+            layer.values = torch.cat(
+                [_left_pad(c.values, pad, r) for c, pad, r in parts]
+            )
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = longest
+        padding = torch.cat(
+            [
+                torch.arange(longest + canvas_length).expand(r, -1) >= longest - n
+                for n, r in zip(lengths, rows, strict=True)
+            ]
+        ).to(self.device)
+        offsets = torch.tensor(
+            [n for n, r in zip(lengths, rows, strict=True) for _ in range(r)],
+            device=self.device,
+        )
+        positions = offsets[:, None] + torch.arange(canvas_length, device=self.device)
+        return PrefillState(merged, positions, padding=padding)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -252,6 +306,7 @@ class DiffusionGemmaDenoiser:
                 read,
                 known,
                 record=context,
+                padding=state.padding,
             )
             state.context = context
             return logits
@@ -326,6 +381,7 @@ def window_logits(
     window: slice,
     known: torch.Tensor | None = None,
     record: ContextCache | None = None,
+    padding: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DiffusionGemma's decoder forward with logits for a window of positions only.
 
@@ -348,7 +404,9 @@ def window_logits(
             positions outside the window are (transformers' behaviour).
         record: filled, when given, with every layer's prompt keys/values followed by
             those of the canvas positions outside the window (for
-            `window_only_logits`).
+            `window_only_logits`), and with the attention masks.
+        padding: (B, P + L) False on cache slots a row must not attend to
+            (`PrefillState.padding`), or None.
 
     Returns:
         (B, W, V) float32 logits, soft-capped as the model's own head does.
@@ -372,8 +430,13 @@ def window_logits(
         soft = torch.where(known[..., None], embeds, soft)
     hidden = dec.self_conditioning(embeds, soft)
     masks = dec.create_diffusion_decoder_attention_mask(
-        config=dec.text_config, inputs_embeds=hidden, cache=cache
+        config=dec.text_config,
+        inputs_embeds=hidden,
+        cache=cache,
+        decoder_attention_mask=padding,
     )
+    if record is not None:
+        record.masks = masks
     layers = dec.layers[: dec.text_config.num_hidden_layers]
     last_type = dec.text_config.layer_types[len(layers) - 1]
     whole = window.start == 0 and window.stop >= canvas.shape[1]
@@ -410,7 +473,13 @@ def window_only_logits(
     if known is not None:
         soft = torch.where(known[:, window, None], embeds, soft)
     hidden = dec.self_conditioning(embeds, soft)
-    masks = dict.fromkeys(dec.unique_layer_types)  # no padding: attend to everything
+    # A window position attends to every key but the padding: the keys are the
+    # prompt's, then the canvas's in another order, so the full step's mask
+    # holds for the window's rows.
+    masks = {
+        t: None if m is None else m[:, :, window]
+        for t, m in (context.masks or dict.fromkeys(dec.unique_layer_types)).items()
+    }
     return _head(model, _run_layers(dec, hidden, positions[:, window], context, masks))
 
 
@@ -524,6 +593,13 @@ def _keys_only(text_model: Any) -> Iterator[None]:
         yield
     finally:
         del layer.forward
+
+
+def _left_pad(t: torch.Tensor, pad: int, rows: int) -> torch.Tensor:
+    """(1, heads, T, d) -> (rows, heads, pad + T, d): zeros in front, rows copies."""
+    if pad:
+        t = torch.cat([t.new_zeros(*t.shape[:2], pad, t.shape[3]), t], dim=2)
+    return t.expand(rows, -1, -1, -1)
 
 
 def _soft_embeddings(

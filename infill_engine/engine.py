@@ -265,20 +265,82 @@ class InfillEngine:
         Returns:
             The best candidate, ranked by validity, completeness, then confidence.
         """
-        is_cancelled = _as_callable(cancel)
-        config = request.config or self.config
         t0 = time.perf_counter()
         batch = self._planned(request)
+        planned = _Planned(
+            request, batch, _as_callable(cancel), time.perf_counter() - t0
+        )
+        return self._fill_planned([planned], on_step)[0]
+
+    def fill_batch(
+        self, items: Sequence[tuple[InfillRequest, CancelFlag]]
+    ) -> list[InfillResult]:
+        """Fill several holes, sharing every denoising step among those that can.
+
+        Requests whose canvases have the same shape (span start, span lengths and
+        settings) run as one canvas batch, one row per span length of each, each row
+        reading its own prompt (`prefill_many`); each request's rows are then ranked
+        on their own, as `fill` ranks them. The others run one group after another.
+        With greedy decoding a request's result is the one `fill` gives (up to float
+        rounding); sampled, it draws from another generator stream.
+
+        A request whose cancel flag is set gets a cancelled result; a batch stops
+        early only when every request in it is cancelled.
+
+        Returns:
+            One result per item, in order.
+        """
+        groups: dict[Any, list[tuple[int, _Planned]]] = {}
+        for index, (request, cancel) in enumerate(items):
+            t0 = time.perf_counter()
+            batch = self.plan(request)
+            planned = _Planned(
+                request, batch, _as_callable(cancel), time.perf_counter() - t0
+            )
+            groups.setdefault(self._shape(planned), []).append((index, planned))
+        results: list[InfillResult | None] = [None] * len(items)
+        for key, members in groups.items():
+            chunks = [members] if key is not None else [[m] for m in members]
+            for chunk in chunks:
+                done = self._fill_planned([planned for _, planned in chunk])
+                for (index, _), result in zip(chunk, done, strict=True):
+                    results[index] = result
+        return [r for r in results if r is not None]
+
+    def _shape(self, planned: _Planned) -> Any:
+        """What requests must share to run as one batch; None: it runs alone."""
+        batch = planned.batch
+        fits = getattr(self.denoiser, "batchable", None)
+        if fits is None or not fits(batch.prompt_ids.shape[1], self.canvas_length):
+            return None
+        config = planned.request.config or self.config
+        return (batch.span_start, batch.span_lengths, config)
+
+    def _fill_planned(
+        self,
+        group: list[_Planned],
+        on_step: Callable[[StepView], None] | None = None,
+    ) -> list[InfillResult]:
+        """Denoise planned requests of one shape as one canvas batch."""
+        config = group[0].request.config or self.config
+        batch = _stacked([p.batch for p in group])
+        if len(group) == 1:
+            is_cancelled = group[0].cancel
+        else:
+
+            def is_cancelled() -> bool:
+                return all(p.cancel() for p in group)
+
         t1 = time.perf_counter()
         with self._lock, torch.inference_mode(), self._stoppable(is_cancelled):
             encoded = self._encoded()
             try:
-                state = self.denoiser.prefill(
-                    batch.prompt_ids, len(batch.span_lengths), self.canvas_length
-                )
+                state = self._prefill(group)
             except Stopped:
-                timings = Timings(_ms(t0, t1), _ms(t1, time.perf_counter()))
-                return InfillResult.stopped(0, timings)
+                timings = [
+                    Timings(p.plan_ms, _ms(t1, time.perf_counter())) for p in group
+                ]
+                return [InfillResult.stopped(0, t) for t in timings]
             encoded = self._encoded() - encoded
             sync(self.placement)
             t2 = time.perf_counter()
@@ -289,28 +351,49 @@ class InfillEngine:
             )
             sync(self.placement)
         t3 = time.perf_counter()
-        if outcome.cancelled or outcome.logits is None:
-            timings = Timings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
-            return InfillResult.stopped(outcome.steps, timings, encoded)
-        candidates = self._candidates(
-            batch, window, outcome.argmax, outcome.logits, request
-        )
-        best = candidates[0]
-        timings = Timings(
-            _ms(t0, t1), _ms(t1, t2), _ms(t2, t3), _ms(t3, time.perf_counter())
-        )
-        produced = best.tokens + (1 if best.complete else 0)
-        return InfillResult(
-            text=best.text,
-            cancelled=False,
-            steps=outcome.steps,
-            tokens_per_forward=produced / max(outcome.steps, 1),
-            span_length=best.span_length,
-            score=best.score,
-            candidates=tuple(candidates),
-            timings=timings,
-            prefilled_tokens=encoded,
-        )
+        results, first = [], 0
+        for planned in group:
+            rows = slice(first, first + len(planned.batch.span_lengths))
+            first = rows.stop
+            phases = (planned.plan_ms, _ms(t1, t2), _ms(t2, t3))
+            if outcome.cancelled or outcome.logits is None or planned.cancel():
+                results.append(
+                    InfillResult.stopped(outcome.steps, Timings(*phases), encoded)
+                )
+                continue
+            t4 = time.perf_counter()
+            candidates = self._candidates(
+                planned.batch,
+                window,
+                outcome.argmax[rows],
+                outcome.logits[rows],
+                planned.request,
+            )
+            best = candidates[0]
+            produced = best.tokens + (1 if best.complete else 0)
+            results.append(
+                InfillResult(
+                    text=best.text,
+                    cancelled=False,
+                    steps=outcome.steps,
+                    tokens_per_forward=produced / max(outcome.steps, 1),
+                    span_length=best.span_length,
+                    score=best.score,
+                    candidates=tuple(candidates),
+                    timings=Timings(*phases, _ms(t4, time.perf_counter())),
+                    prefilled_tokens=encoded,
+                )
+            )
+        return results
+
+    def _prefill(self, group: list[_Planned]) -> Any:
+        """The denoiser's state for a group's rows: one prompt's, or several."""
+        rows = [len(p.batch.span_lengths) for p in group]
+        if len(group) == 1:
+            prompt = group[0].batch.prompt_ids
+            return self.denoiser.prefill(prompt, rows[0], self.canvas_length)
+        prompts = [p.batch.prompt_ids for p in group]
+        return self.denoiser.prefill_many(prompts, rows, self.canvas_length)
 
     def warm(self, request: InfillRequest, cancel: CancelFlag = None) -> int:
         """Prefill the prompt `request` would have, and keep it for the request.
@@ -395,6 +478,33 @@ class InfillEngine:
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A request with its canvas laid out, its cancel check and the planning time."""
+
+    request: InfillRequest
+    batch: CanvasBatch
+    cancel: Callable[[], bool]
+    plan_seconds: float
+
+    @property
+    def plan_ms(self) -> float:
+        return self.plan_seconds * 1000.0
+
+
+def _stacked(batches: list[CanvasBatch]) -> CanvasBatch:
+    """Canvases of one shape as one batch (the first one's prompt stands for all)."""
+    if len(batches) == 1:
+        return batches[0]
+    return CanvasBatch(
+        prompt_ids=batches[0].prompt_ids,
+        canvas=torch.cat([b.canvas for b in batches]),
+        pinned=torch.cat([b.pinned for b in batches]),
+        span_start=batches[0].span_start,
+        span_lengths=tuple(s for b in batches for s in b.span_lengths),
+    )
 
 
 def _as_callable(cancel: CancelFlag) -> Callable[[], bool]:
