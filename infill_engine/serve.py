@@ -1,12 +1,19 @@
 """`infill serve`: the engine as a Ray Serve deployment, for a team sharing one machine.
 
     infill serve [--model DIR] [--device auto|cuda|cpu] [--replicas 2]
-        [--host 127.0.0.1] [--port 8000] [--route /infill]
+        [--max-batch N] [--host 127.0.0.1] [--port 8000] [--route /infill]
 
 Each replica loads the engine once and keeps it resident, exactly as `infill-lsp` does
-in-process (pinned suffix, self-conditioning, the model's readout shift). Ray's router
-hands each request to a free replica (`max_ongoing_requests` 1, so a request waits in
-Ray's queue, not behind another one inside a busy replica).
+in-process (pinned suffix, self-conditioning, the model's readout shift).
+
+With `--max-batch` above 1, a replica takes up to that many requests at once and
+Ray Serve's dynamic batching (`serve.batch`) gathers those that arrive while it is busy:
+the engine runs them as one canvas batch (`InfillEngine.fill_batch`), each row reading
+its own prompt. That is what a GPU wants: a step of one line canvas leaves it nearly
+idle. A CPU gains little (its step is already bound by arithmetic) and every request
+of a batch waits for the whole batch, so the default is 8 on CUDA and 1 on a CPU,
+where Ray's router hands each request to a free replica and a request waits in
+Ray's queue, not behind another one inside a busy replica.
 
     POST {route}          a request as `remote.request_json` writes it; answers
                           `remote.result_json` (HTTP 400 with a reason for a bad one)
@@ -31,18 +38,37 @@ from typing import Any
 
 DEFAULT_PORT = 8000
 DEFAULT_ROUTE = "/infill"
+# Requests a CUDA replica batches by default; a CPU replica takes one at a time.
+CUDA_MAX_BATCH = 8
+# How long a replica that is free waits for more requests to join a batch.
+BATCH_WAIT_S = 0.005
+
+
+def _batch(wait_s: float) -> Any:
+    """Ray Serve's `serve.batch` (its size is set per replica); without Ray, the
+    method is left as it is, so this module imports where Ray is not installed."""
+    try:
+        from ray import serve
+    except ImportError:
+        return lambda method: method
+    return serve.batch(max_batch_size=1, batch_wait_timeout_s=wait_s)
 
 
 class InfillReplica:
     """One replica: a resident engine answering `remote` requests."""
 
-    def __init__(self, model: str | None, device: str, threads: int) -> None:
+    def __init__(
+        self, model: str | None, device: str, threads: int, max_batch: int = 1
+    ) -> None:
         if threads > 0:
             os.environ["INFILL_THREADS"] = str(threads)
         from infill_engine.engine import InfillEngine
 
         self.engine = InfillEngine.load(model, device)
         self.model = model or "default"
+        self.max_batch = max_batch
+        self.batches: list[int] = []  # sizes of the batches run, newest last
+        self._batched.set_max_batch_size(max_batch)
 
     def health(self) -> dict[str, Any]:
         """What this replica serves."""
@@ -51,6 +77,8 @@ class InfillReplica:
             "device": self.engine.placement.describe(),
             "canvas_length": self.engine.canvas_length,
             "config": asdict(self.engine.config),
+            "max_batch": self.max_batch,
+            "largest_batch": max(self.batches[-1000:], default=0),
         }
 
     async def __call__(self, http_request: Any) -> Any:
@@ -67,11 +95,22 @@ class InfillReplica:
             return JSONResponse({"error": str(exc)}, status_code=400)
         stale = threading.Event()
         try:
-            result = await asyncio.to_thread(self.engine.fill, request, stale)
+            if self.max_batch > 1:
+                result = await self._batched((request, stale))
+            else:
+                result = await asyncio.to_thread(self.engine.fill, request, stale)
         except asyncio.CancelledError:
-            stale.set()  # the client left: the running fill stops at its next step
+            # The client left: dropped from its batch, or the running fill stops at
+            # its next step.
+            stale.set()
             raise
         return remote.result_json(result)
+
+    @_batch(BATCH_WAIT_S)
+    async def _batched(self, items: list[tuple[Any, threading.Event]]) -> list[Any]:
+        """Requests gathered by Ray Serve, run as one canvas batch."""
+        self.batches.append(len(items))
+        return await asyncio.to_thread(self.engine.fill_batch, items)
 
     def check_health(self) -> None:
         """Ray's replica health check: the engine is loaded (raises otherwise)."""
@@ -79,7 +118,16 @@ class InfillReplica:
             raise RuntimeError("no engine")
 
 
-def deployment(replicas: int, device: str) -> Any:
+def default_max_batch(device: str) -> int:
+    """Requests a replica batches when `--max-batch` is not given: 8 on CUDA, else 1."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return CUDA_MAX_BATCH if device.startswith("cuda") else 1
+
+
+def deployment(replicas: int, device: str, max_batch: int = 1) -> Any:
     """The Ray Serve deployment of `InfillReplica`."""
     from ray import serve
 
@@ -90,7 +138,7 @@ def deployment(replicas: int, device: str) -> Any:
         InfillReplica,
         name="infill",
         num_replicas=replicas,
-        max_ongoing_requests=1,
+        max_ongoing_requests=max_batch,
         ray_actor_options=options,
         health_check_period_s=10,
     )
@@ -110,6 +158,12 @@ def add_serve_command(sub: Any) -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="CPU threads per replica (0: default)"
     )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=0,
+        help="requests a replica runs as one canvas batch (0: 8 on CUDA, 1 on CPU)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="HTTP host")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port")
     p.add_argument("--route", default=DEFAULT_ROUTE, help="HTTP route prefix")
@@ -121,6 +175,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if args.replicas < 1:
         print("infill: --replicas must be at least 1", file=sys.stderr)
+        return 2
+    if args.max_batch < 0:
+        print("infill: --max-batch must be 0 (automatic) or more", file=sys.stderr)
         return 2
     try:
         locate(args.model)  # one clear line now, not a replica failing in Ray later
@@ -141,13 +198,15 @@ def run_serve(args: argparse.Namespace) -> int:
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        app = deployment(args.replicas, args.device).bind(
-            args.model, args.device, args.threads
+        max_batch = args.max_batch or default_max_batch(args.device)
+        app = deployment(args.replicas, args.device, max_batch).bind(
+            args.model, args.device, args.threads, max_batch
         )
         serve.run(app, name="infill", route_prefix=args.route)
         url = f"http://{args.host}:{args.port}{args.route}"
         print(
-            f"serving at {url} with {args.replicas} replica(s); "
+            f"serving at {url} with {args.replicas} replica(s), batches of up to "
+            f"{max_batch}; "
             f"editors set infill.backend to ray:{url}",
             flush=True,
         )

@@ -1,6 +1,6 @@
-"""Team setup, for real: `infill serve` starts a local Ray with two replicas, and the
-real `infill-lsp` reaches it through `infill.backend`, with every feature, several
-editors at once, and a backend that stops."""
+"""Team setup, for real: `infill serve` starts a local Ray with two replicas that batch
+up to 4 requests each, and the real `infill-lsp` reaches it through `infill.backend`,
+with every feature, several editors at once, and a backend that stops."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import build_tiny_model
 from lsprotocol import types
 from test_lsp_e2e import SOURCE
 
-from infill_engine import InfillEngine, InfillRequest, remote
+from infill_engine import DenoiseConfig, InfillEngine, InfillRequest, remote
 from lsp_server.client import Session
 
 pytestmark = pytest.mark.slow
@@ -32,13 +34,26 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_model_dir):
-    """`infill serve` with 2 replicas of the tiny model; yields (backend setting,
-    process). The last test of this module stops it."""
+def model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny model noised with a mask token: decoded greedily, a fill depends on its
+    request alone, not on the batch it shared, so batched answers can be checked."""
+    model = build_tiny_model(tiny_tokenizer, seed=5)
+    model.config.mask_token_id = 5
+    path = tmp_path_factory.mktemp("team-model")
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backend(model_dir):
+    """`infill serve` with 2 replicas of the tiny model, batching up to 4 requests
+    each; yields (backend setting, process). The last test of this module stops it."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infill_engine", "serve", "--model", str(tiny_model_dir)]
-        + ["--device", "cpu", "--replicas", "2", "--port", str(port)],
+        [sys.executable, "-m", "infill_engine", "serve", "--model", str(model_dir)]
+        + ["--device", "cpu", "--replicas", "2", "--max-batch", "4"]
+        + ["--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -71,10 +86,10 @@ async def editor(setting: str) -> Session:
     return s
 
 
-def test_a_remote_fill_is_the_local_engines_fill(backend, tiny_model_dir):
+def test_a_remote_fill_is_the_local_engines_fill(backend, model_dir):
     setting, _ = backend
     engine = remote.connect(setting)
-    local = InfillEngine.load(str(tiny_model_dir), device="cpu")
+    local = InfillEngine.load(str(model_dir), device="cpu")
     assert engine.config == local.config
     assert engine.placement.describe().startswith("ray http://127.0.0.1:")
     request = InfillRequest("def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n")
@@ -90,6 +105,30 @@ def test_a_remote_fill_is_the_local_engines_fill(backend, tiny_model_dir):
             InfillRequest(request.prefix, request.suffix, validate=check)
         ).text
     )
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_fill(
+    backend, model_dir
+):
+    setting, _ = backend
+    greedy = DenoiseConfig(max_steps=6, greedy=True, schedule="linear")
+    lines = SOURCE.splitlines(keepends=True)
+    requests = [
+        InfillRequest(
+            "".join(lines[:i]) + f"v{i} = ", "\n" + "".join(lines[i:]), config=greedy
+        )
+        for i in range(len(lines))
+    ] * 2
+    engine = remote.connect(setting)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        there = list(pool.map(engine.fill, requests))
+    local = InfillEngine.load(str(model_dir), device="cpu")
+    here = [local.fill(r) for r in requests]
+    assert [r.text for r in there] == [r.text for r in here]
+    assert [r.span_length for r in there] == [r.span_length for r in here]
+    health = setting.removeprefix("ray:") + "/health"
+    largest = max(remote.call(health, None, 10.0)["largest_batch"] for _ in range(8))
+    assert largest > 1  # requests did run together
 
 
 def test_a_superseded_remote_request_comes_back_cancelled_at_once(backend):
