@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from infill_engine.engine import InfillRequest
+from infill_engine.spans import LINE_SPAN_LENGTHS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-LINE_SPANS = (16,)  # lsp_server.context.SPAN_LENGTHS["line"]
 
 
 def line_requests(count: int, seed: int = 0) -> list[InfillRequest]:
@@ -37,7 +37,7 @@ def line_requests(count: int, seed: int = 0) -> list[InfillRequest]:
     while len(out) < count:
         hole = cut_line(rng.choice(texts), rng)
         if hole is not None and hole.middle.strip():
-            out.append(InfillRequest(hole.prefix, hole.suffix, LINE_SPANS))
+            out.append(InfillRequest(hole.prefix, hole.suffix, LINE_SPAN_LENGTHS))
     return out
 
 

@@ -16,17 +16,17 @@ from typing import Literal
 
 import tree_sitter as ts
 
+from infill_engine.spans import LINE_SPAN_LENGTHS
 from lsp_server.documents import Snapshot
 from lsp_server.positions import byte_offset
 from lsp_server.syntax import line_comment
 
 SpanKind = Literal["line", "expression", "block", "selection", "hole"]
-# Suggestions denoise one row: a second span length doubles every step's work, and
-# on the common holes one row scored as well (a line: 16 slots, 140 ms a fill on one
-# CPU thread, against 258 ms for 16 and 32). Fill on save is not typed against, so a
-# hole still tries two lengths and keeps the one that finished.
+# Suggestions denoise one row: a second span length adds to every step's work and
+# matched no more held-out lines (`LINE_SPAN_LENGTHS`). Fill on save is not typed
+# against, so a hole still tries two lengths and keeps the one that finished.
 SPAN_LENGTHS: dict[str, tuple[int, ...]] = {
-    "line": (16,),
+    "line": LINE_SPAN_LENGTHS,
     "expression": (32,),
     "block": (64,),
     "hole": (48, 96),

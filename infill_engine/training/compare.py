@@ -2,7 +2,7 @@
 flatter it, measured in one run on the same holes.
 
     python -m infill_engine.training.compare [--model DIR] [--previous DIR] [--n 100]
-        [--json compare.json]
+        [--seed 0] [--json compare.json]
 
 On each held-out set (`heldout`: files never trained on, `rich` among them;
 `independent`: `sortedcontainers`), `--n` single-line holes are cut by
@@ -10,7 +10,7 @@ On each held-out set (`heldout`: files never trained on, `rich` among them;
 indent, as when the cursor is at the end of what has been typed. Each hole is filled by:
 
 - **diffusion**: the model under test through the engine, seeing prefix and suffix,
-  one 16-slot span (what the language server asks for a line);
+  with the span slots the language server asks for a line (`LINE_SPAN_LENGTHS`);
 - **left-to-right**: the same base, Gemma 3 270M as published (unconverted, no
   adapter), decoding greedily from the prefix alone to the end of the line, with as
   much prefix as the engine keeps;
@@ -41,7 +41,6 @@ import torch
 from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.training.holes import Hole, cut_line
 
-LINE_SPAN = 16  # lsp_server.context.SPAN_LENGTHS["line"]
 MAX_LINE_TOKENS = 48
 SETS = ("heldout", "independent")
 
@@ -102,11 +101,12 @@ def score(holes: Sequence[Hole], fill: Filler) -> dict[str, Any]:
 def engine_filler(path: str) -> Filler:
     """Fills through the engine with the checkpoint at `path`, one line span."""
     from infill_engine import InfillEngine, InfillRequest
+    from infill_engine.spans import LINE_SPAN_LENGTHS
 
     engine = InfillEngine.load(path, device="cpu")
 
     def fill(hole: Hole) -> str:
-        request = InfillRequest(hole.prefix, hole.suffix, span_lengths=[LINE_SPAN])
+        request = InfillRequest(hole.prefix, hole.suffix, LINE_SPAN_LENGTHS)
         return engine.fill(request).text
 
     return fill
@@ -144,9 +144,14 @@ def left_to_right_filler(prefix_tokens: int) -> Filler:
 
 
 def compare(
-    data: Path, model: str | None, previous: str | None, n: int, prefix_tokens: int
+    data: Path,
+    model: str | None,
+    previous: str | None,
+    n: int,
+    prefix_tokens: int,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Every system on the same holes of every held-out set."""
+    """Every system on the same holes of every held-out set (`seed` draws them)."""
     from infill_engine.loader import default_model
 
     model = model or default_model()
@@ -154,9 +159,9 @@ def compare(
     systems["left_to_right"] = left_to_right_filler(prefix_tokens)
     if previous:
         systems["previous"] = engine_filler(previous)
-    report: dict[str, Any] = {"model": model, "sets": {}}
+    report: dict[str, Any] = {"model": model, "seed": seed, "sets": {}}
     for name in SETS:
-        holes = line_holes(load_split(data, name), n)
+        holes = line_holes(load_split(data, name), n, seed)
         report["sets"][name] = {
             system: score(holes, fill) for system, fill in systems.items()
         }
@@ -184,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--previous", help="another checkpoint to compare with")
     parser.add_argument("--n", type=int, default=100, help="holes per set")
     parser.add_argument(
+        "--seed", type=int, default=0, help="which holes are drawn (another draw)"
+    )
+    parser.add_argument(
         "--prefix-tokens",
         type=int,
         default=576,
@@ -193,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("compare.json"))
     args = parser.parse_args(argv)
-    report = compare(args.data, args.model, args.previous, args.n, args.prefix_tokens)
+    report = compare(
+        args.data, args.model, args.previous, args.n, args.prefix_tokens, args.seed
+    )
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
 
