@@ -10,10 +10,10 @@ With `--max-batch` above 1, a replica takes up to that many requests at once and
 Ray Serve's dynamic batching (`serve.batch`) gathers those that arrive while it is busy:
 the engine runs them as one canvas batch (`InfillEngine.fill_batch`), each row reading
 its own prompt. That is what a GPU wants: a step of one line canvas leaves it nearly
-idle. A CPU gains little (its step is already bound by arithmetic) and every request
-of a batch waits for the whole batch, so the default is 8 on CUDA and 1 on a CPU,
-where Ray's router hands each request to a free replica and a request waits in
-Ray's queue, not behind another one inside a busy replica.
+idle. A CPU's step is already bound by arithmetic, so it gains less: on 2 cores with 2
+one-thread replicas at 16 clients, batches of up to 4 answered 2.84 requests a second
+against 2.36 one at a time (p95 6.1 s against 7.3 s). The default is 8 on CUDA and 4 on
+a CPU. Requests beyond a replica's batch wait in Ray's queue.
 
     POST {route}          a request as `remote.request_json` writes it; answers
                           `remote.result_json` (HTTP 400 with a reason for a bad one)
@@ -38,8 +38,9 @@ from typing import Any
 
 DEFAULT_PORT = 8000
 DEFAULT_ROUTE = "/infill"
-# Requests a CUDA replica batches by default; a CPU replica takes one at a time.
+# Requests a replica batches by default.
 CUDA_MAX_BATCH = 8
+CPU_MAX_BATCH = 4
 # How long a replica that is free waits for more requests to join a batch.
 BATCH_WAIT_S = 0.005
 
@@ -119,12 +120,12 @@ class InfillReplica:
 
 
 def default_max_batch(device: str) -> int:
-    """Requests a replica batches when `--max-batch` is not given: 8 on CUDA, else 1."""
+    """Requests a replica batches when `--max-batch` is not given: 8 on CUDA, else 4."""
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return CUDA_MAX_BATCH if device.startswith("cuda") else 1
+    return CUDA_MAX_BATCH if device.startswith("cuda") else CPU_MAX_BATCH
 
 
 def deployment(replicas: int, device: str, max_batch: int = 1) -> Any:
@@ -162,7 +163,7 @@ def add_serve_command(sub: Any) -> None:
         "--max-batch",
         type=int,
         default=0,
-        help="requests a replica runs as one canvas batch (0: 8 on CUDA, 1 on CPU)",
+        help="requests a replica runs as one canvas batch (0: 8 on CUDA, 4 on CPU)",
     )
     p.add_argument("--host", default="127.0.0.1", help="HTTP host")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port")
