@@ -41,6 +41,19 @@ def build_tiny_model(tok, seed: int = 0, canvas_length: int = 64):
     return DiffusionGemmaForBlockDiffusion(config).eval()
 
 
+def build_decisive_model(tok, seed: int = 0):
+    """A tiny model whose fill depends on its request alone, so batched fills can be
+    checked against fills made alone: noised with a mask token (no random ids), and
+    with sharp distributions. A random model's are nearly flat, so float rounding
+    between batch shapes could swap two slots' entropy order (1 text of 120 differed;
+    sharpened, 0 of 120). Decode it greedily."""
+    model = build_tiny_model(tok, seed)
+    model.config.mask_token_id = 5
+    with torch.no_grad():
+        model.model.decoder.norm.weight.mul_(50.0)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
     return build_tiny_model(tiny_tokenizer)

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import build_tiny_model
+from conftest import build_decisive_model
 from lsprotocol import types
 from test_lsp_e2e import SOURCE
 
@@ -35,10 +35,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_tokenizer):
-    """A tiny model noised with a mask token: decoded greedily, a fill depends on its
-    request alone, not on the batch it shared, so batched answers can be checked."""
-    model = build_tiny_model(tiny_tokenizer, seed=5)
-    model.config.mask_token_id = 5
+    """Decoded greedily, a fill depends on its request alone, not on the batch it
+    shared, so batched answers can be checked."""
+    model = build_decisive_model(tiny_tokenizer, seed=5)
     path = tmp_path_factory.mktemp("team-model")
     model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
