@@ -117,6 +117,29 @@ class InfillResult:
     prefilled_tokens: int = 0
 
     @classmethod
+    def best_of(
+        cls,
+        candidates: Sequence[Candidate],
+        steps: int,
+        timings: Timings,
+        prefilled_tokens: int = 0,
+    ) -> InfillResult:
+        """The result whose text is the first of ranked `candidates` (`ranked`)."""
+        best = candidates[0]
+        produced = best.tokens + (1 if best.complete else 0)
+        return cls(
+            text=best.text,
+            cancelled=False,
+            steps=steps,
+            tokens_per_forward=produced / max(steps, 1),
+            span_length=best.span_length,
+            score=best.score,
+            candidates=tuple(candidates),
+            timings=timings,
+            prefilled_tokens=prefilled_tokens,
+        )
+
+    @classmethod
     def stopped(
         cls, steps: int, timings: Timings, prefilled_tokens: int = 0
     ) -> InfillResult:
@@ -369,20 +392,9 @@ class InfillEngine:
                 outcome.logits[rows],
                 planned.request,
             )
-            best = candidates[0]
-            produced = best.tokens + (1 if best.complete else 0)
+            took = Timings(*phases, _ms(t4, time.perf_counter()))
             results.append(
-                InfillResult(
-                    text=best.text,
-                    cancelled=False,
-                    steps=outcome.steps,
-                    tokens_per_forward=produced / max(outcome.steps, 1),
-                    span_length=best.span_length,
-                    score=best.score,
-                    candidates=tuple(candidates),
-                    timings=Timings(*phases, _ms(t4, time.perf_counter())),
-                    prefilled_tokens=encoded,
-                )
+                InfillResult.best_of(candidates, outcome.steps, took, encoded)
             )
         return results
 

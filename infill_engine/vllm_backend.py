@@ -249,20 +249,8 @@ class VllmEngine:
         candidates = ranked(
             self._candidate(batch, row, answer) for row, answer in enumerate(answers)
         )
-        best = candidates[0]
-        produced = best.tokens + (1 if best.complete else 0)
-        result = InfillResult(
-            text=best.text,
-            cancelled=False,
-            steps=config.max_steps,
-            tokens_per_forward=produced / max(config.max_steps, 1),
-            span_length=best.span_length,
-            score=best.score,
-            candidates=tuple(candidates),
-            timings=Timings(
-                _ms(t0, t1), 0.0, _ms(t1, t2), _ms(t2, time.perf_counter())
-            ),
-        )
+        timings = Timings(_ms(t0, t1), 0.0, _ms(t1, t2), _ms(t2, time.perf_counter()))
+        result = InfillResult.best_of(candidates, config.max_steps, timings)
         return rank(result, request.validate)
 
     def warm(self, request: InfillRequest, cancel: CancelFlag = None) -> int:

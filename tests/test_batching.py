@@ -88,8 +88,8 @@ def test_rows_with_their_own_prompts_give_each_prompt_s_logits(masked_engine):
             alone = denoiser.prefill(b.prompt_ids, 1, masked_engine.canvas_length)
             first = denoiser(b.canvas, None, alone, window, b.pinned, full=True)
             second = denoiser(b.canvas, first, alone, window, b.pinned, full=False)
-            torch.testing.assert_close(together[row], first[0], atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(again[row], second[0], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(together[row], first[0], atol=1e-3, rtol=1e-4)
+            torch.testing.assert_close(again[row], second[0], atol=1e-3, rtol=1e-4)
 
 
 def test_a_batched_fill_is_the_fill_each_request_gets_alone(masked_engine):
