@@ -6,6 +6,8 @@
 
 It knows nothing of editors: no LSP, no tree-sitter. Callers pass a cancel callable that
 the loop checks between steps, and may pass a validity check to rank candidates.
+`fill_batch` fills several requests at once, sharing each denoising step among those
+whose canvases have one shape (a server batching its clients: `infill serve`).
 """
 
 from __future__ import annotations
