@@ -59,13 +59,17 @@ def tiny_model(tiny_tokenizer):
     return build_tiny_model(tiny_tokenizer)
 
 
+def checkpoint(model, tok, path: Path) -> Path:
+    """`model` and `tok` saved with save_pretrained in `path`, a checkpoint dir."""
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer) -> Path:
-    """The tiny model and tokenizer saved with save_pretrained, as a checkpoint dir."""
-    path = tmp_path_factory.mktemp("tiny-model")
-    tiny_model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+    """The tiny model as a checkpoint dir."""
+    return checkpoint(tiny_model, tiny_tokenizer, tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="session")

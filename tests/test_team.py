@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import build_decisive_model
+from conftest import build_decisive_model, checkpoint
 from lsprotocol import types
 from test_lsp_e2e import SOURCE
 
@@ -38,10 +38,7 @@ def model_dir(tmp_path_factory, tiny_tokenizer):
     """Decoded greedily, a fill depends on its request alone, not on the batch it
     shared, so batched answers can be checked."""
     model = build_decisive_model(tiny_tokenizer, seed=5)
-    path = tmp_path_factory.mktemp("team-model")
-    model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
+    return checkpoint(model, tiny_tokenizer, tmp_path_factory.mktemp("team-model"))
 
 
 @pytest.fixture(scope="module")
