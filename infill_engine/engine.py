@@ -310,7 +310,8 @@ class InfillEngine:
         rounding); sampled, it draws from another generator stream.
 
         A request whose cancel flag is set gets a cancelled result; a batch stops
-        early only when every request in it is cancelled.
+        early only when every request in it is cancelled. Timings and
+        `prefilled_tokens` past planning are the whole batch's.
 
         Returns:
             One result per item, in order.
