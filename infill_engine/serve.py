@@ -68,7 +68,7 @@ class InfillReplica:
         self.engine = InfillEngine.load(model, device)
         self.model = model or "default"
         self.max_batch = max_batch
-        self.batches: list[int] = []  # sizes of the batches run, newest last
+        self.largest_batch = 0  # the most requests run as one batch so far
         self._batched.set_max_batch_size(max_batch)
 
     def health(self) -> dict[str, Any]:
@@ -79,7 +79,7 @@ class InfillReplica:
             "canvas_length": self.engine.canvas_length,
             "config": asdict(self.engine.config),
             "max_batch": self.max_batch,
-            "largest_batch": max(self.batches[-1000:], default=0),
+            "largest_batch": self.largest_batch,
         }
 
     async def __call__(self, http_request: Any) -> Any:
@@ -110,7 +110,7 @@ class InfillReplica:
     @_batch(BATCH_WAIT_S)
     async def _batched(self, items: list[tuple[Any, threading.Event]]) -> list[Any]:
         """Requests gathered by Ray Serve, run as one canvas batch."""
-        self.batches.append(len(items))
+        self.largest_batch = max(self.largest_batch, len(items))
         return await asyncio.to_thread(self.engine.fill_batch, items)
 
     def check_health(self) -> None:
