@@ -45,16 +45,6 @@ CPU_MAX_BATCH = 4
 BATCH_WAIT_S = 0.005
 
 
-def _batch(wait_s: float) -> Any:
-    """Ray Serve's `serve.batch` (its size is set per replica); without Ray, the
-    method is left as it is, so this module imports where Ray is not installed."""
-    try:
-        from ray import serve
-    except ImportError:
-        return lambda method: method
-    return serve.batch(max_batch_size=1, batch_wait_timeout_s=wait_s)
-
-
 class InfillReplica:
     """One replica: a resident engine answering `remote` requests."""
 
@@ -69,7 +59,15 @@ class InfillReplica:
         self.model = model or "default"
         self.max_batch = max_batch
         self.largest_batch = 0  # the most requests run as one batch so far
-        self._batched.set_max_batch_size(max_batch)
+        self._batched: Any = None
+        if max_batch > 1:
+            # Imported here: every `infill` command imports this module for its flags.
+            from ray import serve
+
+            gather = serve.batch(
+                max_batch_size=max_batch, batch_wait_timeout_s=BATCH_WAIT_S
+            )
+            self._batched = gather(self._fill_batch)
 
     def health(self) -> dict[str, Any]:
         """What this replica serves."""
@@ -96,7 +94,7 @@ class InfillReplica:
             return JSONResponse({"error": str(exc)}, status_code=400)
         stale = threading.Event()
         try:
-            if self.max_batch > 1:
+            if self._batched is not None:
                 result = await self._batched((request, stale))
             else:
                 result = await asyncio.to_thread(self.engine.fill, request, stale)
@@ -107,8 +105,7 @@ class InfillReplica:
             raise
         return remote.result_json(result)
 
-    @_batch(BATCH_WAIT_S)
-    async def _batched(self, items: list[tuple[Any, threading.Event]]) -> list[Any]:
+    async def _fill_batch(self, items: list[tuple[Any, threading.Event]]) -> list[Any]:
         """Requests gathered by Ray Serve, run as one canvas batch."""
         self.largest_batch = max(self.largest_batch, len(items))
         return await asyncio.to_thread(self.engine.fill_batch, items)
