@@ -26,6 +26,9 @@ class CanvasBatch:
         pinned: (B, L) True where the sampler must never change the token.
         span_start: first span position (the same in every row).
         span_lengths: span slots of each row.
+        healed: the text of the prefix's last token, left off the canvas so that the
+            first span slot writes it again, possibly as a longer token (token
+            healing); every row's fill starts with it. Empty: nothing was left off.
     """
 
     prompt_ids: torch.Tensor
@@ -33,6 +36,7 @@ class CanvasBatch:
     pinned: torch.Tensor
     span_start: int
     span_lengths: tuple[int, ...]
+    healed: str = ""
 
     @property
     def span_mask(self) -> torch.Tensor:

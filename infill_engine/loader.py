@@ -28,6 +28,7 @@ ENGINE_DEFAULT_KEYS = {
     "denoise": dict,
     "canvas_length": int,
     "cpu_bf16": bool,  # read by the loader: bf16 on CPUs with AVX-512 BF16 too
+    "heal_last_token": bool,
 }
 MODEL_CLASS = "DiffusionGemmaForBlockDiffusion"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")

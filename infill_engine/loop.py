@@ -14,6 +14,10 @@ from infill_engine.denoiser import Denoiser, Stopped
 from infill_engine.sampler import EntropyBoundSampler, LinearTemperature, token_entropy
 from infill_engine.stopping import StableAndConfident
 
+# The logit of a token the first span slot may not hold: no probability at any
+# temperature, and finite, so nothing downstream meets inf - inf.
+_BANNED = -1e4
+
 
 @dataclass(frozen=True)
 class StepView:
@@ -54,11 +58,14 @@ def denoise(
     cancel: Callable[[], bool] = lambda: False,
     on_step: Callable[[StepView], None] | None = None,
     window: slice | None = None,
+    first_slot: torch.Tensor | None = None,
 ) -> LoopOutcome:
     """Denoise the span slots of every canvas row; pinned positions never change.
 
     Logits are computed for `window` (default: the span slots of the batch); the
     sampler, stopping rule and self-conditioning all work on that window.
+    `first_slot` (B, V) bool, if given, lists the tokens each row's first span slot
+    may hold (token healing); the others get no probability.
 
     1. Initialise: span slots get noise (uniform ids, or the denoiser's `mask_id`);
        pinned positions hold their tokens.
@@ -104,6 +111,10 @@ def denoise(
         except Stopped:  # the cancel flag, seen by the denoiser within the step
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
         steps += 1
+        if first_slot is not None:
+            raw = raw.clone()
+            at = batch.span_start - w.start
+            raw[:, at] = raw[:, at].masked_fill(~first_slot.to(device), _BANNED)
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]
         new_argmax = torch.where(pinned, current, processed.argmax(-1))

@@ -109,6 +109,34 @@ def test_a_batched_fill_is_the_fill_each_request_gets_alone(masked_engine):
     assert all(not r.cancelled and r.steps == GREEDY.max_steps for r in together)
 
 
+def test_healed_and_plain_requests_batch_as_they_fill_alone(masked_engine):
+    # Half the holes cut mid-word: their first slot is held to the healed token.
+    requests = [
+        replace(r, prefix=r.prefix + "re") if i % 2 else r
+        for i, r in enumerate(holes(4))
+    ]
+    engine = InfillEngine(
+        masked_engine.model,
+        masked_engine.tokenizer,
+        masked_engine.placement,
+        config=GREEDY,
+        span_lengths=(8,),
+        max_prompt_tokens=96,
+        canvas_length=32,
+        heal_last_token=True,
+    )
+    planned = [engine.plan(r) for r in requests]
+    assert [bool(b.healed) for b in planned] == [False, True, False, True]
+    assert len({(b.span_start, b.span_lengths) for b in planned}) == 1  # one batch
+    alone = [engine.fill(r) for r in requests]
+    together = engine.fill_batch([(r, None) for r in requests])
+    assert [r.text for r in together] == [r.text for r in alone]
+    for mine, own in zip(together, alone, strict=True):
+        assert [c.score for c in mine.candidates] == pytest.approx(
+            [c.score for c in own.candidates], abs=1e-5
+        )
+
+
 def test_requests_of_other_shapes_run_apart_and_keep_their_order(masked_engine):
     short, long = holes(2)
     long = InfillRequest(long.prefix, long.suffix, span_lengths=[12])

@@ -1,0 +1,98 @@
+"""Token healing: the prefix's last token is left off the canvas and the first span
+slot rewrites it."""
+
+import pytest
+from test_engine import scripted
+
+from infill_engine import InfillEngine, InfillRequest
+from infill_engine.device import resolve
+from infill_engine.healing import TokenHealing, unheal
+
+PREFIX = "def add(a, b):\n    ret"
+REQUEST = InfillRequest(prefix=PREFIX, suffix="\n\nprint(add(1, 2))\n")
+
+
+@pytest.fixture
+def healing(tiny_tokenizer):
+    return TokenHealing(tiny_tokenizer, len(tiny_tokenizer))
+
+
+@pytest.fixture
+def engine(tiny_model, tiny_tokenizer):
+    return InfillEngine(
+        tiny_model,
+        tiny_tokenizer,
+        resolve("cpu"),
+        span_lengths=(8, 16),
+        heal_last_token=True,
+    )
+
+
+def encode(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_a_word_piece_is_left_off_and_the_rest_is_kept(healing, tiny_tokenizer):
+    ids = encode(tiny_tokenizer, PREFIX)
+    kept, healed = healing.heal(ids)
+    assert kept == ids[:-1]
+    assert healed and PREFIX.endswith(healed)
+    assert tiny_tokenizer.decode(kept) + healed == PREFIX
+
+
+@pytest.mark.parametrize("prefix", ["x = foo(", "x = ", "if x:\n", ""])
+def test_a_prefix_that_ends_without_a_word_character_is_not_healed(
+    healing, tiny_tokenizer, prefix
+):
+    ids = encode(tiny_tokenizer, prefix)
+    assert healing.heal(ids) == (ids, "")
+
+
+def test_allowed_tokens_start_with_the_healed_text(healing, tiny_tokenizer):
+    ids = encode(tiny_tokenizer, PREFIX)
+    _, healed = healing.heal(ids)
+    allowed = healing.allowed(healed)
+    assert allowed[ids[-1]]  # the token it replaces is always among them
+    texts = [tiny_tokenizer.decode([i]) for i in range(len(tiny_tokenizer))]
+    assert allowed.tolist() == [t.startswith(healed) for t in texts]
+    assert healing.allowed("").all()
+
+
+def test_unheal_strips_only_the_healed_text():
+    assert unheal("return a", "ret") == "urn a"
+    assert unheal("x + 1", "ret") == "x + 1"
+
+
+def test_the_fill_is_what_follows_the_healed_text(engine, tiny_tokenizer):
+    healed = engine.plan(REQUEST).healed
+    assert healed and PREFIX.endswith(healed)
+    # The model "knows" the middle as written after the prefix without its last token.
+    middle = healed + "urn a + b"
+    assert engine.healing.texts[encode(tiny_tokenizer, middle)[0]].startswith(healed)
+    scripted(engine, REQUEST, [middle, middle])
+    assert engine.fill(REQUEST).text == "urn a + b"
+
+
+def test_without_healing_the_canvas_keeps_the_whole_prefix(engine):
+    healed = engine.plan(REQUEST)
+    engine.heal_last_token, engine._last_plan = False, None
+    plain = engine.plan(REQUEST)
+    assert plain.healed == ""
+    assert plain.span_start == healed.span_start + 1
+
+
+def test_the_first_slot_only_holds_a_token_that_starts_with_the_healed_text(engine):
+    # The model "wants" a first token that does not start with the healed text.
+    scripted(engine, REQUEST, ["x + 1", "x + 1"])
+    batch = engine.plan(REQUEST)
+    firsts: list[int] = []
+
+    def first_slot(view):
+        firsts.extend(view.argmax[:, batch.span_start].tolist())
+
+    engine.fill(REQUEST, on_step=first_slot)
+    assert firsts
+    texts = engine.healing.texts
+    assert all(texts[i].startswith(batch.healed) for i in firsts), [
+        texts[i] for i in firsts
+    ]
