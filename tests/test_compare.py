@@ -41,3 +41,57 @@ def test_score_counts_exact_parsed_and_empty_fills():
 def test_first_line_is_what_lands_on_the_cursors_line():
     assert first_line("x + 1  \ny") == "x + 1"
     assert first_line("\nfoo") == ""
+
+
+class _Preferring:
+    """A causal model that ranks the vocabulary the same way at every position:
+    `first` on the first forward, a line break after it."""
+
+    def __init__(self, vocab: int, first: dict[int, float], newline: int):
+        import torch
+
+        self.torch = torch
+        self.vocab, self.first, self.newline, self.calls = vocab, first, newline, 0
+        self.config = type(
+            "C", (), {"get_text_config": lambda c: c, "vocab_size": vocab}
+        )()
+
+    def __call__(self, input_ids, logits_to_keep=1, cache=None):
+        logits = self.torch.zeros(1, 1, self.vocab)
+        if self.calls == 0:
+            for token, value in self.first.items():
+                logits[0, 0, token] = value
+        else:
+            logits[0, 0, self.newline] = 10.0
+        self.calls += 1
+        return type("Out", (), {"logits": logits, "past_key_values": None})()
+
+
+def test_the_healed_baseline_rewrites_the_prefix_s_last_token(tiny_tokenizer):
+    from infill_engine.healing import TokenHealing
+    from infill_engine.training.compare import left_to_right_filler
+    from infill_engine.training.holes import Hole
+
+    tok = tiny_tokenizer
+    hole = Hole("def f(values):\n    ret", "urn values", "\n", "line")
+    ids = tok(hole.prefix, add_special_tokens=False)["input_ids"]
+    healing = TokenHealing(tok, len(tok))
+    _, healed = healing.heal(ids)
+    longer = max(
+        (
+            i
+            for i, t in enumerate(healing.texts)
+            if t.startswith(healed) and t != healed
+        ),
+        key=lambda i: len(healing.texts[i]),
+    )
+    paren = tok.convert_tokens_to_ids("(")
+    newline = tok("\n", add_special_tokens=False)["input_ids"][0]
+    first = {paren: 9.0, longer: 5.0}  # "(" wins unless it may not come first
+
+    def fill(heal: bool) -> str:
+        model = _Preferring(len(tok), first, newline)
+        return first_line(left_to_right_filler(model, tok, 64, heal)(hole))
+
+    assert fill(heal=False) == "("
+    assert fill(heal=True) == healing.texts[longer][len(healed) :]

@@ -14,6 +14,9 @@ indent, as when the cursor is at the end of what has been typed. Each hole is fi
 - **left-to-right**: the same base, Gemma 3 270M as published (unconverted, no
   adapter), decoding greedily from the prefix alone to the end of the line, with as
   much prefix as the engine keeps;
+- **left-to-right, healed**: the same, healing the prefix's last token as the engine
+  does (`infill_engine.healing`). Without it a hole cut mid-word (`ty|pe`) leaves the
+  base continuing a split it never saw; the engine heals, so the baseline does too;
 - **previous** (with `--previous`): another checkpoint through the engine, e.g. the
   8M model that was the default before (in the history up to commit 16ee57f:
   `git worktree add /tmp/old 16ee57f`, then `--previous /tmp/old/infill_engine/model`).
@@ -112,24 +115,42 @@ def engine_filler(path: str) -> Filler:
     return fill
 
 
-def left_to_right_filler(prefix_tokens: int) -> Filler:
-    """Greedy decoding of the unconverted base from the prefix alone, to the line's
-    end; it keeps the last `prefix_tokens` tokens of the prefix."""
+def load_unconverted_base() -> tuple[Any, Any]:
+    """Gemma 3 270M as published (the pinned package), and its tokenizer."""
     from infill_engine.build import base_gguf, load_base
 
     with tempfile.TemporaryDirectory() as work:
-        model, tokenizer = load_base(base_gguf(Path(work)))
+        return load_base(base_gguf(Path(work)))
+
+
+def left_to_right_filler(
+    model: Any, tokenizer: Any, prefix_tokens: int, heal: bool = False
+) -> Filler:
+    """Greedy decoding of a causal model from the prefix alone, to the line's end; it
+    keeps the last `prefix_tokens` tokens of the prefix. With `heal`, it heals the
+    prefix's last token as the engine does (`infill_engine.healing`): the first token
+    it writes may rewrite that token, when it ends in a word character."""
+    from infill_engine.healing import TokenHealing, unheal
+
     newline = {i for t, i in tokenizer.get_vocab().items() if "\n" in t}
     stop = newline | {tokenizer.eos_token_id}
+    vocab = model.config.get_text_config().vocab_size
+    healing = TokenHealing(tokenizer, vocab, stop) if heal else None
 
     @torch.no_grad()
     def fill(hole: Hole) -> str:
         ids = tokenizer(hole.prefix[-prefix_tokens * 8 :], add_special_tokens=False)
-        prompt = [tokenizer.bos_token_id, *ids["input_ids"][-prefix_tokens:]]
-        out = model(input_ids=torch.tensor([prompt]), logits_to_keep=1)
+        kept, healed = ids["input_ids"][-prefix_tokens:], ""
+        if healing is not None:
+            kept, healed = healing.heal(kept)
+        prompt = torch.tensor([[tokenizer.bos_token_id, *kept]])
+        out = model(input_ids=prompt, logits_to_keep=1)
+        logits = out.logits[0, -1]
+        if healing is not None and healed:
+            logits = logits.masked_fill(~healing.allowed(healed), float("-inf"))
         written: list[int] = []
         for _ in range(MAX_LINE_TOKENS):
-            token = int(out.logits[0, -1].argmax())
+            token = int(logits.argmax())
             written.append(token)
             if token in stop:
                 break
@@ -138,7 +159,8 @@ def left_to_right_filler(prefix_tokens: int) -> Filler:
                 cache=out.past_key_values,
                 logits_to_keep=1,
             )
-        return tokenizer.decode(written, skip_special_tokens=True)
+            logits = out.logits[0, -1]
+        return unheal(tokenizer.decode(written, skip_special_tokens=True), healed)
 
     return fill
 
@@ -156,7 +178,11 @@ def compare(
 
     model = model or default_model()
     systems: dict[str, Filler] = {"diffusion": engine_filler(model)}
-    systems["left_to_right"] = left_to_right_filler(prefix_tokens)
+    base, tokenizer = load_unconverted_base()
+    systems["left_to_right"] = left_to_right_filler(base, tokenizer, prefix_tokens)
+    systems["left_to_right_healed"] = left_to_right_filler(
+        base, tokenizer, prefix_tokens, heal=True
+    )
     if previous:
         systems["previous"] = engine_filler(previous)
     report: dict[str, Any] = {"model": model, "seed": seed, "sets": {}}
