@@ -35,6 +35,9 @@ examples folder): `prompt` is a list of token ids (taken as they are, no BOS add
 strings in `choices[0].logprobs.tokens`, with their log-probabilities: the form the
 example client reads. Either form is accepted.
 
+The prefix's last token is not healed (the engine's `heal_last_token`): these fields
+pin tokens but cannot hold one slot to tokens that start with a given text.
+
 The returned canvas holds the model's argmax at every position, pinned ones included:
 what comes back at a pinned position is not the seed. The middle is cut out here: the
 span positions only, up to the first end-of-span (EOS) token, decoded by the tokenizer.
