@@ -89,6 +89,18 @@ def test_engine_defaults_shipped_beside_the_checkpoint(broken):
     expect_error(broken, "is not one of")
 
 
+def test_token_healing_is_a_setting_shipped_beside_the_checkpoint(broken):
+    from infill_engine import InfillEngine, InfillRequest
+
+    request = InfillRequest("def add(a, b):\n    ret", "\n")
+    assert not InfillEngine.load(str(broken), device="cpu").plan(request).healed
+    (broken / "infill.json").write_text('{"heal_last_token": true}')
+    engine = InfillEngine.load(str(broken), device="cpu")
+    assert engine.heal_last_token and engine.plan(request).healed
+    (broken / "infill.json").write_text('{"heal_last_token": "yes"}')
+    expect_error(broken, "is not one of")
+
+
 def test_denoise_defaults_shipped_beside_the_checkpoint(broken):
     from infill_engine import InfillEngine
 
