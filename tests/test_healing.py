@@ -96,3 +96,12 @@ def test_the_first_slot_only_holds_a_token_that_starts_with_the_healed_text(engi
     assert all(texts[i].startswith(batch.healed) for i in firsts), [
         texts[i] for i in firsts
     ]
+
+
+@pytest.mark.parametrize("prefix", ["r", "", "\n", "é", "数据 = da"])
+def test_short_and_non_ascii_prefixes_fill(engine, prefix):
+    request = InfillRequest(prefix, "\n")
+    batch = engine.plan(request)
+    assert prefix.endswith(batch.healed)
+    result = engine.fill(request)
+    assert result.steps > 0 and not result.cancelled
