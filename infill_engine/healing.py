@@ -68,11 +68,9 @@ class TokenHealing:
             self._masks[healed] = mask
         return mask
 
-    def rows(self, healed: Sequence[str], rows: Sequence[int]) -> torch.Tensor | None:
+    def rows(self, healed: Sequence[str], rows: Sequence[int]) -> torch.Tensor:
         """(B, V) allowed tokens for the first span slot of each canvas row: request
-        i's `healed` text for its `rows[i]` rows. None when nothing was healed."""
-        if not any(healed):
-            return None
+        i's `healed` text for its `rows[i]` rows."""
         masks = [
             self.allowed(h) for h, n in zip(healed, rows, strict=True) for _ in range(n)
         ]

@@ -101,6 +101,8 @@ def denoise(
     )
     argmax, logits, done, steps = canvas[:, w], None, none[:, 0], 0  # (B, W)
     slots = span.sum(-1, keepdim=True)  # (B, 1)
+    first = batch.span_start - w.start  # the first span slot, in the window
+    banned = None if first_slot is None else ~first_slot.to(device)  # (B, V)
     previous_entropy = torch.zeros(span.shape, device=device)  # (B, W)
     for cur_step in range(config.max_steps, 0, -1):
         if cancel():  # 2.a
@@ -111,10 +113,9 @@ def denoise(
         except Stopped:  # the cancel flag, seen by the denoiser within the step
             return LoopOutcome(_place(canvas, w, argmax), logits, steps, cancelled=True)
         steps += 1
-        if first_slot is not None:
+        if banned is not None:
             raw = raw.clone()
-            at = batch.span_start - w.start
-            raw[:, at] = raw[:, at].masked_fill(~first_slot.to(device), _BANNED)
+            raw[:, first] = raw[:, first].masked_fill(banned, _BANNED)
         processed = raw / temperature(cur_step)  # 2.c
         current = canvas[:, w]
         new_argmax = torch.where(pinned, current, processed.argmax(-1))
