@@ -18,6 +18,9 @@ DEFAULT_STABILITY = 1
 DEFAULT_CONFIDENCE = 0.005
 DEFAULT_REFRESH_EVERY = 1  # every step is full: transformers' forward exactly
 SCHEDULES = ("entropy", "linear")
+# 'diffusion': every slot denoised in parallel (DiffusionGemma's loop); 'floor': slots
+# committed from the span's start, each the base's own next token (`loop.decode_floor`).
+DECODINGS = ("diffusion", "floor")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,16 @@ class DenoiseConfig:
             through the decoder; the steps between run only the span's window against
             the keys and values the rest of the canvas had at the last full step.
             1: every step is full (exact); 0: only the first.
+        decoding: 'diffusion' (DiffusionGemma's loop over the whole span) or 'floor'
+            (commit from the span's start, each token the left-to-right base's own:
+            a model converted from such a base never falls below it).
+        draft_tokens: floor decoding: most draft tokens (what followed the same
+            tokens in the prefix or the suffix) the base checks per forward.
+        alternatives: floor decoding: rows per request, each starting with another of
+            the first slot's best tokens (1: the greedy line alone).
+        rerank_margin: floor decoding with alternatives: an alternative replaces the
+            greedy line only when the base gives it, read on with the suffix's first
+            lines, this many nats more; None keeps the greedy line first.
     """
 
     max_steps: int = DEFAULT_STEPS
@@ -53,8 +66,25 @@ class DenoiseConfig:
     seed: int = 0
     schedule: str = "entropy"
     refresh_every: int = DEFAULT_REFRESH_EVERY
+    decoding: str = "diffusion"
+    draft_tokens: int = 0
+    alternatives: int = 1
+    rerank_margin: float | None = None
 
     def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ValueError(
+                f"decoding must be one of {', '.join(DECODINGS)} "
+                f"(got {self.decoding!r})"
+            )
+        if not isinstance(self.draft_tokens, int) or self.draft_tokens < 0:
+            raise ValueError(
+                f"draft_tokens must be an integer >= 0 (got {self.draft_tokens!r})"
+            )
+        if not isinstance(self.alternatives, int) or self.alternatives < 1:
+            raise ValueError(
+                f"alternatives must be an integer >= 1 (got {self.alternatives!r})"
+            )
         if not isinstance(self.max_steps, int):
             raise ValueError(f"max_steps must be an integer (got {self.max_steps!r})")
         if not isinstance(self.refresh_every, int) or self.refresh_every < 0:

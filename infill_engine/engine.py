@@ -31,8 +31,9 @@ from infill_engine.canvas import (
 from infill_engine.config import DenoiseConfig
 from infill_engine.denoiser import DiffusionGemmaDenoiser, Stopped
 from infill_engine.device import Placement, sync
+from infill_engine.floor import check_shift
 from infill_engine.healing import TokenHealing, unheal
-from infill_engine.loop import StepView, denoise
+from infill_engine.loop import StepView, decode_floor, denoise
 
 DEFAULT_SPAN_LENGTHS = (32, 64)
 # The encoder prompt is cut to this many tokens (nearest to the span kept).
@@ -42,6 +43,14 @@ _CHARS_PER_TOKEN = 8
 # The far prefix is dropped this many characters, then tokens, at a time.
 _CHAR_STEP = 256
 _PROMPT_STEP = 32
+# Floor decoding searches this much of the suffix for drafts; its rerank reads this
+# much of it after each fill.
+_DRAFT_CHARS = 2048
+# A single-line floor fill may write this many tokens: it stops at its line break, so
+# slots cost nothing until used (the left-to-right baseline writes up to 48 too).
+FLOOR_LINE_TOKENS = 48
+_RERANK_LINES = 2
+_RERANK_CHARS = 120
 # What a plan depends on: the prefix, the suffix and the span lengths asked for.
 _PlanKey = tuple[str, str, tuple[int, ...]]
 
@@ -56,6 +65,8 @@ class InfillRequest:
         span_lengths: span slots to try as one batch; None uses the engine's default.
         config: per-request overrides of the denoising settings.
         validate: optional check of a candidate's text; valid candidates rank first.
+        single_line: the fill ends at its first line break (a line span); floor
+            decoding stops there instead of writing lines no one reads.
     """
 
     prefix: str
@@ -63,11 +74,16 @@ class InfillRequest:
     span_lengths: Sequence[int] | None = None
     config: DenoiseConfig | None = None
     validate: Callable[[str], bool] | None = None
+    single_line: bool = False
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One span length's result."""
+    """One row's result: a span length's, or in floor decoding an alternative's.
+
+    `alternative`: which of the first slot's best tokens the row began with (0: the
+    greedy line); `suffix_score`: the base's log-probability of the fill read on
+    into the suffix's first lines, where a rerank computed it."""
 
     text: str
     span_length: int
@@ -75,6 +91,8 @@ class Candidate:
     complete: bool
     valid: bool
     tokens: int
+    alternative: int = 0
+    suffix_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -169,13 +187,15 @@ def plan_request(
     bos_pad: tuple[int, int],
     readout_shift: int = 0,
     heal: Callable[[list[int]], tuple[list[int], str]] | None = None,
+    floor: bool = False,
 ) -> CanvasBatch:
     """Tokenize the texts around the hole and lay out one canvas per span length (the
     request's, else `default_spans`), as the engine does; a remote client that seeds
     a server's canvas (`vllm_backend`) lays it out the same way.
 
     `heal` takes the prefix's ids and returns the ids to pin and the text left off
-    (`CanvasBatch.healed`)."""
+    (`CanvasBatch.healed`). `floor`: lay it out for floor decoding (one row, the
+    prefix's last token before the slots)."""
     # A span never takes more than 3/4 of the canvas: context must stay pinned.
     longest = canvas_length * 3 // 4
     spans = tuple(
@@ -192,6 +212,25 @@ def plan_request(
     prefix_ids, healed = encode(prefix), ""
     if heal is not None:
         prefix_ids, healed = heal(prefix_ids)
+    if floor:
+        # Floor decoding reads the prefix causally wherever it lies: all of it but
+        # the last token goes to the prompt, whose prefill the store reuses from
+        # keystroke to keystroke; the canvas holds that token and the slots.
+        slots = max(request.span_lengths or default_spans)
+        if request.single_line:
+            slots = max(slots, FLOOR_LINE_TOKENS)
+        batch = plan_canvas(
+            prefix_ids,
+            [],
+            (slots,),
+            slots + 1,
+            bos_pad[0],
+            bos_pad[1],
+            max_prompt_tokens,
+            _PROMPT_STEP,
+            max(readout_shift, 1),
+        )
+        return replace(batch, healed=healed) if healed else batch
     batch = plan_canvas(
         prefix_ids,
         suffix_ids,
@@ -261,6 +300,7 @@ class InfillEngine:
         self.end_ids = _end_of_span_ids(model, tokenizer)
         self.bos_id = _special_id(tokenizer, model, "bos")
         self.pad_id = _special_id(tokenizer, model, "pad")
+        self._line_breaks: set[int] | None = None
         self.heal_last_token = heal_last_token
         self._healing: TokenHealing | None = None
         if heal_last_token:  # 0.2 s for 32k tokens: at load, not at the first fill
@@ -367,6 +407,8 @@ class InfillEngine:
     ) -> list[InfillResult]:
         """Denoise planned requests of one shape as one canvas batch."""
         config = group[0].request.config or self.config
+        if config.decoding == "floor":
+            return self._fill_floor(group, config, on_step)
         batch = _stacked([p.batch for p in group])
         if len(group) == 1:
             is_cancelled = group[0].cancel
@@ -427,17 +469,169 @@ class InfillEngine:
             )
         return results
 
-    def _first_slot(self, group: list[_Planned]) -> torch.Tensor | None:
+    def _fill_floor(
+        self,
+        group: list[_Planned],
+        config: DenoiseConfig,
+        on_step: Callable[[StepView], None] | None = None,
+    ) -> list[InfillResult]:
+        """Floor decoding (`loop.decode_floor`) of planned requests of one shape:
+        `config.alternatives` rows each, then the suffix-aware rerank."""
+        check_shift(self.model)
+        k = config.alternatives
+        rows = [k] * len(group)
+        slots = max(group[0].batch.span_lengths)
+
+        def is_cancelled() -> bool:
+            return all(p.cancel() for p in group)
+
+        t1 = time.perf_counter()
+        with self._lock, torch.inference_mode(), self._stoppable(is_cancelled):
+            encoded = self._encoded()
+            try:
+                state = self._prefill(group, rows)
+            except Stopped:
+                took = [Timings(p.plan_ms, _ms(t1, time.perf_counter())) for p in group]
+                return [InfillResult.stopped(0, t) for t in took]
+            encoded = self._encoded() - encoded
+            sync(self.placement)
+            t2 = time.perf_counter()
+            batch = _stacked([_first_row(p.batch, k) for p in group])
+            suffixes = [self._encode(p.request.suffix[:_DRAFT_CHARS]) for p in group]
+            try:
+                outcome = decode_floor(
+                    self.model,
+                    state,
+                    batch,
+                    slots,
+                    self.end_ids,
+                    is_cancelled,
+                    self._first_slot(group, rows),
+                    list(range(k)) * len(group),
+                    self.line_break_ids if group[0].request.single_line else None,
+                    [s for s in suffixes for _ in range(k)],
+                    config.draft_tokens,
+                    [p.batch.prompt_ids[0].tolist() for p in group for _ in range(k)],
+                    None if group[0].request.single_line else self._reached(group, k),
+                    on_step,
+                )
+            except Stopped:
+                outcome = None
+            texts = (
+                []
+                if outcome is None or outcome.cancelled
+                else self._texts(group, outcome.tokens, k)
+            )
+            scores = None
+            if texts and k > 1 and config.rerank_margin is not None:
+                scores = self._rerank(group, batch, outcome, texts)
+            sync(self.placement)
+        t3 = time.perf_counter()
+        results = []
+        for i, planned in enumerate(group):
+            phases = (planned.plan_ms, _ms(t1, t2), _ms(t2, t3))
+            if outcome is None or outcome.cancelled or planned.cancel():
+                steps = 0 if outcome is None else outcome.steps
+                results.append(InfillResult.stopped(steps, Timings(*phases), encoded))
+                continue
+            span = range(i * k, (i + 1) * k)
+            order = list(span)
+            if scores is not None:
+                margin, weigh = float(config.rerank_margin or 0.0), scores
+                order.sort(key=lambda b: -(weigh[b] + (margin if b == span[0] else 0)))
+            seen, candidates = set(), []
+            for b in order:
+                if texts[b] in seen:
+                    continue
+                seen.add(texts[b])
+                valid = (
+                    planned.request.validate(texts[b])
+                    if planned.request.validate
+                    else True
+                )
+                candidates.append(
+                    Candidate(
+                        texts[b],
+                        slots,
+                        outcome.confidence[b],
+                        outcome.complete[b],
+                        bool(valid),
+                        len(outcome.tokens[b]),
+                        b - i * k,
+                        None if scores is None else scores[b],
+                    )
+                )
+            candidates.sort(key=lambda c: (c.valid, c.complete), reverse=True)
+            results.append(
+                InfillResult.best_of(
+                    candidates, outcome.steps, Timings(*phases), encoded
+                )
+            )
+        return results
+
+    def _reached(
+        self, group: list[_Planned], k: int
+    ) -> Callable[[int, list[int]], bool]:
+        """For multi-line floor fills: whether row b wrote a whole line that is the
+        suffix's first line (the left-to-right base never stops by itself; the
+        server drops the repeated line, `postprocess`)."""
+        marks = [_first_code_line(p.request.suffix) for p in group]
+
+        def reached(b: int, tokens: list[int]) -> bool:
+            mark = marks[b // k]
+            if not mark or not tokens:
+                return False
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            return any(line.strip() == mark for line in text.split("\n")[:-1])
+
+        return reached
+
+    def _texts(
+        self, group: list[_Planned], tokens: list[list[int]], k: int
+    ) -> list[str]:
+        """Each row's committed tokens as text, less the healed text it starts with."""
+        out = []
+        for b, ids in enumerate(tokens):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            out.append(unheal(text, group[b // k].batch.healed))
+        return out
+
+    def _rerank(
+        self,
+        group: list[_Planned],
+        batch: CanvasBatch,
+        outcome: Any,
+        texts: list[str],
+    ) -> list[float]:
+        """Per row, the base's log-probability of its fill read on with the suffix's
+        first lines (`floor.score_text`)."""
+        from infill_engine.floor import score_text
+
+        tail = batch.span_start
+        k = len(texts) // len(group)
+        rows = []
+        for b, text in enumerate(texts):
+            request = group[b // k].request
+            if request.single_line:
+                text = text.split("\n", 1)[0]
+            read = group[b // k].batch.healed + text + suffix_head(request.suffix)
+            rows.append([int(batch.canvas[b, tail - 1]), *self._encode(read)])
+        memory = outcome.memory.cut(tail - 1)
+        return score_text(self.model, memory, rows, tail)
+
+    def _first_slot(
+        self, group: list[_Planned], rows: list[int] | None = None
+    ) -> torch.Tensor | None:
         """(B, V) tokens the first span slot of each row may hold, None if free."""
         healed = [p.batch.healed for p in group]
         if not any(healed):
             return None
-        rows = [len(p.batch.span_lengths) for p in group]
+        rows = rows or [len(p.batch.span_lengths) for p in group]
         return self.healing.rows(healed, rows)
 
-    def _prefill(self, group: list[_Planned]) -> Any:
+    def _prefill(self, group: list[_Planned], rows: list[int] | None = None) -> Any:
         """The denoiser's state for a group's rows: one prompt's, or several."""
-        rows = [len(p.batch.span_lengths) for p in group]
+        rows = rows or [len(p.batch.span_lengths) for p in group]
         if len(group) == 1:
             prompt = group[0].batch.prompt_ids
             return self.denoiser.prefill(prompt, rows[0], self.canvas_length)
@@ -493,7 +687,16 @@ class InfillEngine:
             (self.bos_id, self.pad_id),
             getattr(self.denoiser, "readout_shift", 0),
             self.healing.heal if self.heal_last_token else None,
+            (request.config or self.config).decoding == "floor",
         )
+
+    @property
+    def line_break_ids(self) -> set[int]:
+        """Tokens whose text holds a line break (a single-line fill stops at one)."""
+        if self._line_breaks is None:
+            texts = self.healing.texts
+            self._line_breaks = {i for i, t in enumerate(texts) if "\n" in t}
+        return self._line_breaks
 
     @property
     def healing(self) -> TokenHealing:
@@ -565,6 +768,31 @@ def _stacked(batches: list[CanvasBatch]) -> CanvasBatch:
         span_start=batches[0].span_start,
         span_lengths=tuple(s for b in batches for s in b.span_lengths),
     )
+
+
+def _first_row(batch: CanvasBatch, rows: int) -> CanvasBatch:
+    """`rows` copies of the longest span's canvas row (floor decoding reads only the
+    prefix tail, which every row shares)."""
+    longest = batch.span_lengths.index(max(batch.span_lengths))
+    return CanvasBatch(
+        prompt_ids=batch.prompt_ids,
+        canvas=batch.canvas[longest : longest + 1].repeat(rows, 1),
+        pinned=batch.pinned[longest : longest + 1].repeat(rows, 1),
+        span_start=batch.span_start,
+        span_lengths=(max(batch.span_lengths),) * rows,
+        healed=batch.healed,
+    )
+
+
+def _first_code_line(suffix: str) -> str:
+    """The suffix's first line with anything on it after the span's own line."""
+    lines = suffix.split("\n")[1:]
+    return next((line.strip() for line in lines if line.strip()), "")
+
+
+def suffix_head(suffix: str) -> str:
+    """What a rerank reads after a fill: the rest of its line and the next one."""
+    return "\n".join(suffix.split("\n")[:_RERANK_LINES])[:_RERANK_CHARS]
 
 
 def _as_callable(cancel: CancelFlag) -> Callable[[], bool]:

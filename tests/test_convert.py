@@ -7,10 +7,9 @@ import random
 
 import pytest
 import torch
+from conftest import tiny_gemma3
 from transformers import (
     DiffusionGemmaForBlockDiffusion,
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
 )
 
 from infill_engine import InfillEngine, InfillRequest, loader
@@ -24,36 +23,6 @@ from infill_engine.training import train
 from infill_engine.training.holes import Hole
 
 MASK = 3
-
-
-def tiny_gemma3(vocab: int, seed: int = 0) -> Gemma3ForCausalLM:
-    """Five sliding layers and a full one; norms away from their zero init, and token
-    embeddings of one RMS, as the pretrained Gemma 3's nearly are (1.031 +- 0.0005)."""
-    torch.manual_seed(seed)
-    config = Gemma3TextConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=32,
-        query_pre_attn_scalar=32,
-        sliding_window=16,
-        max_position_embeddings=1024,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
-    config._attn_implementation = "eager"
-    model = Gemma3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.normal_(0, 0.5)
-        emb = model.model.embed_tokens.weight
-        emb.mul_(0.2 / emb.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-9))
-    return model
 
 
 def encoder_logits(model, ids: torch.Tensor) -> torch.Tensor:
