@@ -37,7 +37,11 @@ def line_requests(count: int, seed: int = 0) -> list[InfillRequest]:
     while len(out) < count:
         hole = cut_line(rng.choice(texts), rng)
         if hole is not None and hole.middle.strip():
-            out.append(InfillRequest(hole.prefix, hole.suffix, LINE_SPAN_LENGTHS))
+            out.append(
+                InfillRequest(
+                    hole.prefix, hole.suffix, LINE_SPAN_LENGTHS, single_line=True
+                )
+            )
     return out
 
 

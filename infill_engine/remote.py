@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -43,7 +43,6 @@ from infill_engine.engine import (
     InfillResult,
     Timings,
     _as_callable,
-    ranked,
 )
 
 if TYPE_CHECKING:
@@ -66,6 +65,7 @@ def request_json(request: InfillRequest) -> dict[str, Any]:
             None if request.span_lengths is None else list(request.span_lengths)
         ),
         "config": None if request.config is None else asdict(request.config),
+        "single_line": request.single_line,
     }
 
 
@@ -95,7 +95,10 @@ def request_from_json(data: dict[str, Any]) -> InfillRequest:
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
         config = DenoiseConfig(**config)
-    return InfillRequest(prefix, suffix, spans, config)
+    single_line = data.get("single_line", False)
+    if not isinstance(single_line, bool):
+        raise ValueError("single_line must be true or false")
+    return InfillRequest(prefix, suffix, spans, config, single_line=single_line)
 
 
 def result_json(result: InfillResult) -> dict[str, Any]:
@@ -120,13 +123,15 @@ def result_from_json(data: dict[str, Any]) -> InfillResult:
 
 def rank(result: InfillResult, validate: Callable[[str], bool] | None) -> InfillResult:
     """The result with `validate` applied to its candidates, ranked as the engine
-    ranks them: validity, completeness, then confidence."""
+    ranks them: validity, completeness, then the order they came in."""
     if validate is None or not result.candidates:
         return result
-    checked = ranked(
-        Candidate(c.text, c.span_length, c.score, c.complete, valid, c.tokens)
-        for c in result.candidates
-        for valid in [bool(validate(c.text))]
+    # The candidates come best first; a stable sort keeps that order among equals
+    # (confidence for diffusion rows, the rerank's for floor alternatives).
+    checked = sorted(
+        (replace(c, valid=bool(validate(c.text))) for c in result.candidates),
+        key=lambda c: (c.valid, c.complete),
+        reverse=True,
     )
     best = checked[0]
     return InfillResult(

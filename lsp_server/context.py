@@ -22,6 +22,8 @@ from lsp_server.positions import byte_offset
 from lsp_server.syntax import line_comment
 
 SpanKind = Literal["line", "expression", "block", "selection", "hole"]
+# Kinds whose fill ends at its first line break.
+SINGLE_LINE_KINDS = ("line", "expression")
 # Suggestions denoise one row: a second span length adds to every step's work and
 # matched no more held-out lines (`LINE_SPAN_LENGTHS`). Fill on save is not typed
 # against, so a hole still tries two lengths and keeps the one that finished.
@@ -64,6 +66,11 @@ class InfillContext:
     indent: str
     span_lengths: tuple[int, ...]
     header: str = ""
+
+    @property
+    def single_line(self) -> bool:
+        """Whether only the fill's first line is used (`postprocess.clean`)."""
+        return self.kind in SINGLE_LINE_KINDS
 
 
 def span_kind(snap: Snapshot, offset: int, tree: ts.Tree | None) -> SpanKind:

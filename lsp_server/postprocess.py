@@ -21,7 +21,7 @@ _CLOSERS = ")]}"
 
 def clean(ctx: InfillContext, text: str) -> str:
     """The middle as it should be inserted, or '' if nothing useful is left."""
-    if ctx.kind in ("line", "expression"):
+    if ctx.single_line:
         text = text.split("\n", 1)[0].rstrip("\r")
         text = _drop_line_overlap(text, ctx.suffix.split("\n", 1)[0])
     else:

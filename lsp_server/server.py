@@ -397,7 +397,10 @@ class InfillServer(LanguageServer):
             from infill_engine.engine import InfillRequest  # loaded with the engine
 
             request = InfillRequest(
-                ctx.prefix, ctx.suffix, span_lengths=ctx.span_lengths
+                ctx.prefix,
+                ctx.suffix,
+                span_lengths=ctx.span_lengths,
+                single_line=ctx.single_line,
             )
             job = self.scheduler.run(
                 snap.uri, lambda stale: engine.warm(request, stale)
@@ -428,6 +431,7 @@ class InfillServer(LanguageServer):
             ctx.suffix,
             span_lengths=ctx.span_lengths,
             config=config,
+            single_line=ctx.single_line,
             # The parse check only ranks candidates: one span length, one candidate.
             # An unseen edit checks every candidate here instead (`parsing_fill`).
             validate=(

@@ -31,10 +31,13 @@ def test_backend_settings_are_checked():
 
 def test_a_request_and_a_result_travel_whole():
     config = DenoiseConfig(max_steps=5, greedy=True)
-    request = InfillRequest("a = ", "\n", [8, 16], config, validate=str.isidentifier)
+    request = InfillRequest(
+        "a = ", "\n", [8, 16], config, validate=str.isidentifier, single_line=True
+    )
     back = remote.request_from_json(
         json.loads(json.dumps(remote.request_json(request)))
     )
+    assert back.single_line
     assert (back.prefix, back.suffix, list(back.span_lengths), back.config) == (
         "a = ",
         "\n",
