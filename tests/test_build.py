@@ -135,6 +135,7 @@ def test_a_build_with_another_adapter_is_rebuilt_and_a_current_one_kept(
     shipped = tmp_path / "adapter.safetensors"
     shipped.write_bytes(b"adapter one")
     monkeypatch.setattr(build, "ADAPTER", shipped)
+    monkeypatch.setattr(build, "MERGE_ADAPTER", True)  # a build that merges one
     out = tmp_path / "model"
     out.mkdir()
     (out / "config.json").write_text("{}")
@@ -161,3 +162,22 @@ def test_a_build_with_another_adapter_is_rebuilt_and_a_current_one_kept(
     monkeypatch.setattr(build, "FULL_ATTENTION_VALUES", not build.FULL_ATTENTION_VALUES)
     with pytest.raises(RuntimeError, match="rebuilding"):  # built another way
         build.build(out, log=said.append)
+
+
+def test_the_floor_build_keeps_the_base_weights_whatever_adapter_ships(
+    monkeypatch, tmp_path
+):
+    """The default model decodes with the left-to-right floor: its build merges no
+    adapter and keeps the exact value projections, and a new adapter file alone
+    does not make it stale."""
+    assert build.MERGE_ADAPTER is False and build.FULL_ATTENTION_VALUES is True
+    assert build.ENGINE_DEFAULTS["denoise"]["decoding"] == "floor"
+    shipped = tmp_path / "adapter.safetensors"
+    shipped.write_bytes(b"adapter one")
+    monkeypatch.setattr(build, "ADAPTER", shipped)
+    build.write_provenance(tmp_path, adapted=False)
+    assert build.up_to_date(tmp_path)
+    shipped.write_bytes(b"adapter two")
+    assert build.up_to_date(tmp_path)
+    record = json.loads((tmp_path / "build.json").read_text())
+    assert record["adapter"] is None and record["full_attention_values"] is True
