@@ -38,6 +38,12 @@ example client reads. Either form is accepted.
 The prefix's last token is not healed (the engine's `heal_last_token`): these fields
 pin tokens but cannot hold one slot to tokens that start with a given text.
 
+Nor can it decode with the left-to-right floor (`loop.decode_floor`, the default
+model's `decoding: floor`): vLLM's DiffusionGemma reads the whole canvas
+bidirectionally, with no rows that attend causally and no per-step drafts, so a
+request asking for floor decoding is refused with a `BackendError`. What it can do:
+diffusion over a pinned canvas, one request per span length, vLLM's own batching.
+
 The returned canvas holds the model's argmax at every position, pinned ones included:
 what comes back at a pinned position is not the seed. The middle is cut out here: the
 span positions only, up to the first end-of-span (EOS) token, decoded by the tokenizer.
@@ -241,6 +247,11 @@ class VllmEngine:
         set before every answer came (the connections are closed)."""
         stale = _as_callable(cancel)
         config = request.config or self.config
+        if config.decoding == "floor":
+            raise BackendError(
+                "vllm serves diffusion decoding only: floor decoding (committed "
+                "rows read causally) needs the engine in-process or `infill serve`"
+            )
         t0 = time.perf_counter()
         batch = self.plan(request)
         bodies = self.request_bodies(request, batch)

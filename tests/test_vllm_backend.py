@@ -384,3 +384,14 @@ def test_what_travels_is_json_and_nothing_else(server, engine):
         "diffusion_pinned",
         "diffusion_max_steps",
     }
+
+
+def test_floor_decoding_is_refused_with_the_reason(server, tiny_model_dir):
+    """vLLM reads the canvas bidirectionally: it cannot give the floor, and says so
+    instead of answering with another decoding."""
+    engine = remote.connect(setting_for(server, tiny_model_dir))
+    asked = len(server.requests)
+    floor = DenoiseConfig(decoding="floor")
+    with pytest.raises(remote.BackendError, match="floor decoding"):
+        engine.fill(InfillRequest("a = ", "\n", [8], floor))
+    assert len(server.requests) == asked  # nothing was sent
