@@ -95,3 +95,36 @@ def test_the_healed_baseline_rewrites_the_prefix_s_last_token(tiny_tokenizer):
 
     assert fill(heal=False) == "("
     assert fill(heal=True) == healing.texts[longer][len(healed) :]
+
+
+def test_the_polyglot_set_shares_its_holes_among_languages_and_parses_each(tmp_path):
+    import json
+
+    from infill_engine.training import polyglot
+    from infill_engine.training.compare import set_holes
+
+    go = "package main\n\nfunc add(a int, b int) int {\n\treturn a + b\n}\n"
+    rust = "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
+    files = [
+        SourceFile("p/add.go", "p", "MIT", go),
+        SourceFile("q/lib.rs", "q", "MIT", rust),
+        SourceFile("q/tests/it.rs", "q", "MIT", rust),  # a test file: not in the set
+    ]
+    (tmp_path / "corpus").mkdir()
+    with (tmp_path / "corpus" / "polyglot.jsonl").open("w") as out:
+        for f in files:
+            out.write(json.dumps(f.__dict__) + "\n")
+    drawn = set_holes(tmp_path, "polyglot", 6, seed=3)
+    assert len(drawn) == 6
+    languages = [
+        "go" if "func add" in h.prefix + h.middle + h.suffix else "rust"
+        for h, _ in drawn
+    ]
+    assert languages.count("go") == languages.count("rust") == 3
+    for hole, check in drawn:
+        assert check(hole.prefix + hole.middle + hole.suffix)
+        assert not check(hole.prefix + " (((" + hole.suffix)
+    assert polyglot.language_of("x/a.d.ts") is None
+    assert polyglot.language_of("x/a_test.go") is None
+    assert polyglot.language_of("x/src/a.ts") == "typescript"
+    assert not polyglot.parses("go", "func (")

@@ -1,35 +1,44 @@
 """Line fills on held-out code: the default model against baselines that cannot
 flatter it, measured in one run on the same holes.
 
-    python -m infill_engine.training.compare [--model DIR] [--previous DIR] [--n 100]
-        [--seed 0] [--json compare.json]
+    python -m infill_engine.training.compare [--model DIR] [--n 100] [--seed 0]
+        [--sets heldout,independent,polyglot] [--json compare.json]
+    python -m infill_engine.training.compare --tune-rerank [--n 150] [--seed 5]
 
-On each held-out set (`heldout`: files never trained on, `rich` among them;
-`independent`: `sortedcontainers`), `--n` single-line holes are cut by
-`holes.cut_line`: the rest of a line from a random column, or the whole line after its
-indent, as when the cursor is at the end of what has been typed. Each hole is filled by:
+The held-out sets: `heldout` (Python files never trained on, `rich` among them),
+`independent` (`sortedcontainers`) and `polyglot` (TypeScript, JavaScript, Go and
+Rust from npm and Debian packages, `training.polyglot`, an equal share of holes per
+language). `--n` single-line holes are cut per set by `holes.cut_line`: the rest of a
+line from a random column, or the whole line after its indent, as when the cursor is
+at the end of what has been typed. Each hole is filled by:
 
-- **diffusion**: the model under test through the engine, seeing prefix and suffix,
-  with the span slots the language server asks for a line (`LINE_SPAN_LENGTHS`);
+- **engine**: the model under test through the engine with its shipped settings,
+  seeing prefix and suffix, as the language server asks for a line;
+- **floor**: the same engine decoding with the left-to-right floor alone (one row,
+  no rerank); the engine's own figures where its settings are that already;
 - **left-to-right**: the same base, Gemma 3 270M as published (unconverted, no
-  adapter), decoding greedily from the prefix alone to the end of the line, with as
-  much prefix as the engine keeps;
+  adapter, its whole vocabulary), decoding greedily from the prefix alone to the end
+  of the line, with the last 576 prefix tokens;
 - **left-to-right, healed**: the same, healing the prefix's last token as the engine
-  does (`infill_engine.healing`). Without it a hole cut mid-word (`ty|pe`) leaves the
-  base continuing a split it never saw; the engine heals, so the baseline does too;
-- **previous** (with `--previous`): another checkpoint through the engine, e.g. the
-  8M model that was the default before (in the history up to commit 16ee57f:
-  `git worktree add /tmp/old 16ee57f`, then `--previous /tmp/old/infill_engine/model`).
+  does (`infill_engine.healing`); without it a hole cut mid-word (`ty|pe`) leaves the
+  base continuing a split it never saw;
+- **previous** (with `--previous`): another checkpoint through the engine.
 
 Per system and set: exact match (the fill's first line, trailing space stripped, is
-the rest of the line), parses (the file with that line inserted still parses), empty
-(nothing before the line ends: no suggestion at a line end) and the median latency.
+the rest of the line), parses (the file with that line inserted still parses, by
+Python's parser or the language's tree-sitter grammar), empty (nothing before the
+line ends: no suggestion at a line end) and the median latency.
+
+`--tune-rerank` measures the floor's suffix-aware rerank at several margins on line
+holes of the *training* files, where its margin is chosen; the held-out sets are
+never used to tune it.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import random
 import statistics
@@ -45,9 +54,10 @@ from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.training.holes import Hole, cut_line
 
 MAX_LINE_TOKENS = 48
-SETS = ("heldout", "independent")
+SETS = ("heldout", "independent", "polyglot")
 
 Filler = Callable[[Hole], str]
+Parses = Callable[[str], bool]
 
 
 def parses(source: str) -> bool:
@@ -59,10 +69,12 @@ def parses(source: str) -> bool:
     return True
 
 
-def line_holes(files: Sequence[SourceFile], n: int, seed: int = 0) -> list[Hole]:
-    """`n` line holes from files that parse, spread over the files."""
+def line_holes(
+    files: Sequence[SourceFile], n: int, seed: int = 0, check: Parses = parses
+) -> list[Hole]:
+    """`n` line holes from files that parse (`check`), spread over the files."""
     rng = random.Random(seed)
-    usable = [f for f in files if parses(f.text)]
+    usable = [f for f in files if check(f.text)]
     holes: list[Hole] = []
     while usable and len(holes) < n:
         hole = cut_line(rng.choice(usable).text, rng)
@@ -71,22 +83,44 @@ def line_holes(files: Sequence[SourceFile], n: int, seed: int = 0) -> list[Hole]
     return holes
 
 
+def set_holes(data: Path, name: str, n: int, seed: int) -> list[tuple[Hole, Parses]]:
+    """A set's holes, each with the parse check of its language. The polyglot set
+    (`polyglot`) gives each of its languages the same share of the holes."""
+    files = load_split(data, name)
+    if name != "polyglot":
+        return [(hole, parses) for hole in line_holes(files, n, seed)]
+    from infill_engine.training import polyglot
+
+    languages = sorted({polyglot.language_of(f.origin) or "" for f in files} - {""})
+    out: list[tuple[Hole, Parses]] = []
+    for i, language in enumerate(languages):
+        share = n // len(languages) + (i < n % len(languages))
+        check = functools.partial(polyglot.parses, language)
+        mine = [f for f in files if polyglot.language_of(f.origin) == language]
+        out += [(hole, check) for hole in line_holes(mine, share, seed, check)]
+    return out
+
+
 def first_line(text: str) -> str:
     """What a fill puts on the cursor's line."""
     return text.split("\n", 1)[0].rstrip()
 
 
-def score(holes: Sequence[Hole], fill: Filler) -> dict[str, Any]:
-    """Exact match, parse and empty rates and latency of `fill` over `holes`."""
+def score(
+    holes: Sequence[Hole], fill: Filler, checks: Sequence[Parses] | None = None
+) -> dict[str, Any]:
+    """Exact match, parse and empty rates and latency of `fill` over `holes`;
+    `checks[i]` tells whether hole i's file parses (default: as Python)."""
     exact = parsed = empty = 0
     latencies = []
     examples: list[dict[str, str]] = []
-    for hole in holes:
+    for i, hole in enumerate(holes):
+        check = checks[i] if checks is not None else parses
         started = time.perf_counter()
         line = first_line(fill(hole))
         latencies.append((time.perf_counter() - started) * 1000)
         exact += line == hole.middle.rstrip()
-        parsed += parses(hole.prefix + line + hole.suffix)
+        parsed += check(hole.prefix + line + hole.suffix)
         empty += not line.strip()
         if len(examples) < 5:
             examples.append({"want": hole.middle.rstrip(), "got": line})
@@ -101,18 +135,79 @@ def score(holes: Sequence[Hole], fill: Filler) -> dict[str, Any]:
     }
 
 
-def engine_filler(path: str) -> Filler:
-    """Fills through the engine with the checkpoint at `path`, one line span."""
-    from infill_engine import InfillEngine, InfillRequest
+def engine_filler(path: str, **overrides: Any) -> Filler:
+    """Fills through the engine with the checkpoint at `path`, a line span;
+    `overrides` change its denoising settings (e.g. the floor alone)."""
+    from infill_engine import InfillRequest
     from infill_engine.spans import LINE_SPAN_LENGTHS
 
-    engine = InfillEngine.load(path, device="cpu")
+    engine = _engine(path)
+    config = engine.config.with_overrides(**overrides) if overrides else None
 
     def fill(hole: Hole) -> str:
-        request = InfillRequest(hole.prefix, hole.suffix, LINE_SPAN_LENGTHS)
+        request = InfillRequest(
+            hole.prefix, hole.suffix, LINE_SPAN_LENGTHS, config, single_line=True
+        )
         return engine.fill(request).text
 
     return fill
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def _engine(path: str) -> Any:
+    """One loaded engine per checkpoint, shared by the systems that use it."""
+    from infill_engine import InfillEngine
+
+    if path not in _ENGINES:
+        _ENGINES[path] = InfillEngine.load(path, device="cpu")
+    return _ENGINES[path]
+
+
+def rerank_table(
+    data: Path,
+    model: str,
+    n: int,
+    seed: int,
+    split: str = "train",
+    alternatives: int = 4,
+    margins: Sequence[float] = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0),
+) -> dict[str, Any]:
+    """Exact match of the floor's rerank at each margin, on `n` line holes of
+    `split` (the training files by default: margins are tuned there, never on the
+    held-out sets). Every hole is filled once with `alternatives` rows; each margin
+    is then applied to the same candidates."""
+    from infill_engine import InfillRequest
+    from infill_engine.spans import LINE_SPAN_LENGTHS
+
+    engine = _engine(model)
+    config = engine.config.with_overrides(alternatives=alternatives, rerank_margin=0.0)
+    holes = line_holes(load_split(data, split), n, seed)
+    hits = dict.fromkeys(margins, 0)
+    oracle = 0
+    for hole in holes:
+        request = InfillRequest(
+            hole.prefix, hole.suffix, LINE_SPAN_LENGTHS, config, single_line=True
+        )
+        want = hole.middle.rstrip()
+        candidates = engine.fill(request).candidates
+        oracle += any(first_line(c.text) == want for c in candidates)
+        for margin in margins:
+            best = max(
+                candidates,
+                key=lambda c: (
+                    (c.suffix_score or 0.0) + (margin if c.alternative == 0 else 0.0)
+                ),
+            )
+            hits[margin] += first_line(best.text) == want
+    return {
+        "split": split,
+        "holes": len(holes),
+        "alternatives": alternatives,
+        "exact_by_margin": {str(m): round(h / len(holes), 4) for m, h in hits.items()},
+        "some_alternative_exact": round(oracle / len(holes), 4),
+    }
 
 
 def load_unconverted_base() -> tuple[Any, Any]:
@@ -172,12 +267,24 @@ def compare(
     n: int,
     prefix_tokens: int,
     seed: int = 0,
+    sets: Sequence[str] = SETS,
 ) -> dict[str, Any]:
-    """Every system on the same holes of every held-out set (`seed` draws them)."""
+    """Every system on the same holes of every held-out set (`seed` draws them).
+
+    "floor" is the engine with one row and no rerank; where the engine's own
+    settings are that already, its figures are the engine's (one run, not two)."""
     from infill_engine.loader import default_model
 
     model = model or default_model()
-    systems: dict[str, Filler] = {"diffusion": engine_filler(model)}
+    systems: dict[str, Filler] = {"engine": engine_filler(model)}
+    shipped = _engine(model).config
+    floor_alone = shipped.decoding == "floor" and (
+        shipped.alternatives == 1 or shipped.rerank_margin is None
+    )
+    if not floor_alone:
+        systems["floor"] = engine_filler(
+            model, decoding="floor", alternatives=1, rerank_margin=None
+        )
     base, tokenizer = load_unconverted_base()
     systems["left_to_right"] = left_to_right_filler(base, tokenizer, prefix_tokens)
     systems["left_to_right_healed"] = left_to_right_filler(
@@ -186,11 +293,14 @@ def compare(
     if previous:
         systems["previous"] = engine_filler(previous)
     report: dict[str, Any] = {"model": model, "seed": seed, "sets": {}}
-    for name in SETS:
-        holes = line_holes(load_split(data, name), n, seed)
+    for name in sets:
+        drawn = set_holes(data, name, n, seed)
+        holes, checks = [h for h, _ in drawn], [c for _, c in drawn]
         report["sets"][name] = {
-            system: score(holes, fill) for system, fill in systems.items()
+            system: score(holes, fill, checks) for system, fill in systems.items()
         }
+        if floor_alone:
+            report["sets"][name]["floor"] = report["sets"][name]["engine"]
     return report
 
 
@@ -226,9 +336,36 @@ def main(argv: list[str] | None = None) -> None:
         "baseline is not starved of context)",
     )
     parser.add_argument("--json", type=Path, default=Path("compare.json"))
+    parser.add_argument(
+        "--sets",
+        default=",".join(SETS),
+        help=f"comma-separated held-out sets (default {','.join(SETS)}; polyglot "
+        "needs `python -m infill_engine.training.polyglot` first)",
+    )
+    parser.add_argument(
+        "--tune-rerank",
+        action="store_true",
+        help="instead: exact match of the floor's rerank at several margins, on "
+        "line holes of the training files",
+    )
     args = parser.parse_args(argv)
+    if args.tune_rerank:
+        from infill_engine.loader import default_model
+
+        table = rerank_table(
+            args.data, args.model or default_model(), args.n, args.seed
+        )
+        args.json.write_text(json.dumps(table, indent=2) + "\n")
+        print(json.dumps(table, indent=2))
+        return
     report = compare(
-        args.data, args.model, args.previous, args.n, args.prefix_tokens, args.seed
+        args.data,
+        args.model,
+        args.previous,
+        args.n,
+        args.prefix_tokens,
+        args.seed,
+        args.sets.split(","),
     )
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))

@@ -1,0 +1,155 @@
+"""A held-out set in TypeScript, JavaScript, Go and Rust, from packages nothing here
+trains on (the training corpus is Python only), for `compare`.
+
+    python -m infill_engine.training.polyglot [--data work-data]
+
+Sources are pinned packages of the registries this project reaches: npm tarballs
+(`npm pack`) and Debian's `golang-*-dev` and `librust-*-dev` packages (`apt-get
+download`, which ship their sources). Each file keeps its package and licence; test
+files, generated and minified files are left out, and files are deduplicated as the
+Python corpus is (`corpus.deduplicate`). The set is written to `corpus/polyglot.jsonl`
+in the data folder and read with `corpus.load_split(data, "polyglot")`.
+
+`parses(language, text)` is the check `compare` reports for these languages: the
+tree-sitter grammar the language server uses finds no syntax error in the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import io
+import json
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from infill_engine.training.corpus import (
+    DEFAULT_DATA,
+    SourceFile,
+    deduplicate,
+)
+
+# (registry, name, version, SPDX licence, folder of sources in the package)
+PACKAGES = (
+    ("npm", "rxjs", "7.8.1", "Apache-2.0", "package/src/"),
+    ("npm", "immer", "10.1.1", "MIT", "package/src/"),
+    ("npm", "commander", "12.1.0", "MIT", "package/lib/"),
+    ("debian", "golang-github-google-uuid-dev", "1.3.0-1", "BSD-3-Clause", "usr/"),
+    ("debian", "golang-github-pkg-errors-dev", "0.9.1-2", "BSD-2-Clause", "usr/"),
+    (
+        "debian",
+        "golang-github-spf13-pflag-dev",
+        "1.0.6~git20210604-d5e0c0615ace-1",
+        "BSD-3-Clause",
+        "usr/",
+    ),
+    ("debian", "librust-itoa-dev", "1.0.1-2", "MIT OR Apache-2.0", "usr/"),
+    ("debian", "librust-semver-dev", "1.0.14-1", "MIT OR Apache-2.0", "usr/"),
+    ("debian", "librust-smallvec-dev", "1.9.0-1", "MIT OR Apache-2.0", "usr/"),
+)
+LANGUAGES = {".ts": "typescript", ".js": "javascript", ".go": "go", ".rs": "rust"}
+SPLIT = "polyglot"
+
+
+def language_of(path: str) -> str | None:
+    """The language of a source path, None for one this set does not hold."""
+    if path.endswith((".d.ts", "_test.go", ".min.js")) or "/tests/" in path:
+        return None
+    return next((lang for ext, lang in LANGUAGES.items() if path.endswith(ext)), None)
+
+
+def fetch(registry: str, name: str, version: str, cache: Path) -> Path:
+    """The package file in `cache`, downloaded once."""
+    cache.mkdir(parents=True, exist_ok=True)
+    if registry == "npm":
+        target = cache / f"{name}-{version}.tgz"
+        command = ["npm", "pack", "--silent", f"{name}@{version}"]
+    else:
+        target = cache / f"{name}_{version.replace(':', '%3a')}_all.deb"
+        command = ["apt-get", "download", f"{name}={version}"]
+    if not target.is_file():
+        subprocess.run(command, cwd=cache, check=True, capture_output=True)
+        found = sorted(cache.glob(f"{name}[-_]*"))
+        if not found:
+            raise FileNotFoundError(f"{' '.join(command)} left no file in {cache}")
+        found[-1].rename(target)
+    return target
+
+
+def package_sources(path: Path, folder: str) -> Iterator[tuple[str, str]]:
+    """(path inside the package, text) of every source file under `folder`."""
+    if path.suffix == ".deb":
+        data = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(path)], check=True, capture_output=True
+        ).stdout
+        archive = tarfile.open(fileobj=io.BytesIO(data))
+    else:
+        archive = tarfile.open(path)
+    with archive:
+        for member in archive.getmembers():
+            name = member.name.removeprefix("./")
+            if not member.isfile() or not name.startswith(folder):
+                continue
+            if language_of(name) is None:
+                continue
+            handle = archive.extractfile(member)
+            if handle is None:
+                continue
+            try:
+                yield name, handle.read().decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+
+
+def build(data: Path) -> dict[str, int]:
+    """Fetch every package, write `polyglot.jsonl`; files per language."""
+    files: list[SourceFile] = []
+    for registry, name, version, licence, folder in PACKAGES:
+        package = fetch(registry, name, version, data / "packages")
+        for origin, text in package_sources(package, folder):
+            files.append(SourceFile(f"{name}/{origin}", name, licence, text))
+    kept = deduplicate(files)
+    (data / "corpus").mkdir(parents=True, exist_ok=True)
+    with (data / "corpus" / f"{SPLIT}.jsonl").open("w", encoding="utf-8") as out:
+        for file in kept:
+            out.write(json.dumps(asdict(file)) + "\n")
+    counts: dict[str, int] = {}
+    for file in kept:
+        lang = language_of(file.origin) or "?"
+        counts[lang] = counts.get(lang, 0) + 1
+    return counts
+
+
+@functools.cache
+def _parser(language: str) -> object:
+    import tree_sitter as ts
+
+    if language == "typescript":
+        module = importlib.import_module("tree_sitter_typescript")
+        return ts.Parser(ts.Language(module.language_typescript()))
+    module = importlib.import_module(f"tree_sitter_{language}")
+    return ts.Parser(ts.Language(module.language()))
+
+
+def parses(language: str, text: str) -> bool:
+    """Whether the language's tree-sitter grammar finds no syntax error in `text`."""
+    tree = _parser(language).parse(text.encode("utf-8"))  # type: ignore[attr-defined]
+    return not tree.root_node.has_error
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: build the set and print its size."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args(argv)
+    args.data.mkdir(parents=True, exist_ok=True)
+    for language, count in sorted(build(args.data).items()):
+        print(f"{language}: {count} files")
+
+
+if __name__ == "__main__":
+    main()
