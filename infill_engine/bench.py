@@ -148,9 +148,9 @@ def causal_twin(engine: InfillEngine) -> Any:
 def versus_autoregressive(
     engine: InfillEngine, new_tokens: int = 32, repeats: int = 3
 ) -> dict[str, Any]:
-    """Time to produce `new_tokens` tokens: denoising a span vs greedy decoding with a
-    KV cache (transformers `generate`) on a causal model of the same size, same
-    prompt."""
+    """Time per token written: the engine filling a span of `new_tokens` slots vs
+    greedy decoding of `new_tokens` tokens with a KV cache (transformers
+    `generate`) on a causal model of the same size, same prompt."""
     request = InfillRequest(SAMPLE_PREFIX, SAMPLE_SUFFIX, span_lengths=(new_tokens,))
     batch = engine.plan(request)
     prompt = torch.cat([batch.prompt_ids, batch.canvas[:, : batch.span_start]], dim=1)
@@ -176,12 +176,77 @@ def versus_autoregressive(
     ar_ms = median_ms(autoregressive, repeats, engine.placement)
     diffusion_ms = median_ms(diffusion, repeats, engine.placement)
     last = results[-1]
+    # A floor fill may stop before its slots run out (it reached the suffix): the
+    # two are compared per token written, not per call.
+    written = max(last.candidates[0].tokens if last.candidates else 0, 1)
     return {
         "new_tokens": new_tokens,
         "autoregressive_ms": ar_ms,
         "autoregressive_forwards": new_tokens,
+        "autoregressive_ms_per_token": ar_ms / new_tokens,
         "diffusion_ms": diffusion_ms,
+        "diffusion_tokens": written,
+        "diffusion_ms_per_token": diffusion_ms / written,
         "diffusion_steps": last.steps,
         "diffusion_tokens_per_forward": last.tokens_per_forward,
-        "speedup": ar_ms / diffusion_ms,
+        "speedup": (ar_ms / new_tokens) / (diffusion_ms / written),
+    }
+
+
+def versus_llama_cpp(engine: InfillEngine, new_tokens: int = 32) -> dict[str, Any]:
+    """The peer a CPU user would pick instead: llama.cpp (llama-cpp-python) running
+    the same base GGUF left to right, on the same prompt, against this engine, in
+    one run: ms per token written and ms for the fill.
+
+    Returns `{"skipped": reason}` when llama-cpp-python is not installed (it is an
+    extra: `pip install llama-cpp-python`, built from its sdist) or the base package
+    is missing.
+    """
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return {"skipped": "llama-cpp-python is not installed"}
+    import tempfile
+    from pathlib import Path
+
+    from infill_engine.build import base_gguf
+    from infill_engine.loader import ModelLoadError
+
+    request = InfillRequest(SAMPLE_PREFIX, SAMPLE_SUFFIX, span_lengths=(new_tokens,))
+    threads = engine.placement.threads or 1
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            gguf = base_gguf(Path(work))
+        except ModelLoadError as exc:
+            return {"skipped": str(exc)}
+        llm = Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+        prompt = llm.tokenize(SAMPLE_PREFIX.encode("utf-8"), add_bos=True)
+
+        def generate() -> None:
+            llm.reset()  # no prompt cache carried over: a cold fill, as the engine's
+            made = 0
+            for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+                made += 1
+                if made >= new_tokens:
+                    break
+
+        llama_ms = median_ms(generate, 3, engine.placement)
+    results = []
+
+    def fill() -> None:
+        engine.denoiser._store.clear()  # cold, like the llama.cpp run
+        results.append(engine.fill(request))
+
+    engine_ms = median_ms(fill, 3, engine.placement)
+    written = max(results[-1].candidates[0].tokens if results[-1].candidates else 0, 1)
+    return {
+        "threads": threads,
+        "prompt_tokens": len(prompt),
+        "new_tokens": new_tokens,
+        "llama_cpp_ms": llama_ms,
+        "llama_cpp_ms_per_token": llama_ms / new_tokens,
+        "engine_ms": engine_ms,
+        "engine_tokens": written,
+        "engine_ms_per_token": engine_ms / written,
+        "ratio_per_token": (engine_ms / written) / (llama_ms / new_tokens),
     }

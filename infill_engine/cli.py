@@ -205,8 +205,9 @@ def add_bench_command(sub: Subcommands) -> None:
         "same model, and denoising against token-by-token decoding of a same-size "
         "causal model; on CUDA (or with --architecture) also the hardware mode: a "
         "full-size architecture with random weights, ms per step against the memory-"
-        "bandwidth bound and against transformers' generate. Prints tables, writes "
-        "JSON.",
+        "bandwidth bound and against transformers' generate; with llama-cpp-python "
+        "installed, llama.cpp on the same base GGUF side by side. About 5 minutes on "
+        "2 CPU cores. Prints tables, writes JSON.",
     )
     bench.set_defaults(run=run_bench)
     add_model_arguments(bench)
@@ -464,6 +465,7 @@ def run_bench(args: argparse.Namespace) -> int:
         ) | {"architecture": architecture}
     report["overhead"] = bench.step_overhead(engine)
     report["vs_autoregressive"] = bench.versus_autoregressive(engine, args.new_tokens)
+    report["vs_llama_cpp"] = bench.versus_llama_cpp(engine, args.new_tokens)
     if not args.skip_lsp:
         command = [sys.executable, "-m", "lsp_server.bench", "--device", args.device]
         command += ["--per-kind", str(args.per_kind), "--steps", str(args.steps)]
@@ -524,15 +526,44 @@ def format_report(report: dict) -> str:
         f"| overhead ratio, engine / bare | {o['overhead_ratio']:.2f} "
         f"(whole canvas {o['overhead_ratio_exact']:.2f}) |",
         "",
-        f"| {ar['new_tokens']} new tokens | ms | forwards | tokens/forward |",
-        "| --- | --- | --- | --- |",
-        f"| autoregressive (causal twin, KV cache) | {ar['autoregressive_ms']:.0f} | "
-        f"{ar['autoregressive_forwards']} | 1.00 |",
-        f"| diffusion (this engine) | {ar['diffusion_ms']:.0f} | "
-        f"{ar['diffusion_steps']} | "
-        f"{ar['diffusion_tokens_per_forward']:.2f} |",
-        f"| speed-up, AR time / diffusion time | {ar['speedup']:.2f} | | |",
+        f"| span of {ar['new_tokens']} | tokens | ms | ms/token | forwards "
+        "| tokens/forward |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| autoregressive (causal twin, KV cache) | {ar['new_tokens']} "
+        f"| {ar['autoregressive_ms']:.0f} | {ar['autoregressive_ms_per_token']:.1f} "
+        f"| {ar['autoregressive_forwards']} | 1.00 |",
+        f"| this engine | {ar['diffusion_tokens']} | {ar['diffusion_ms']:.0f} "
+        f"| {ar['diffusion_ms_per_token']:.1f} | {ar['diffusion_steps']} "
+        f"| {ar['diffusion_tokens_per_forward']:.2f} |",
+        f"| speed-up per token, AR / engine | {ar['speedup']:.2f} | | | | |",
     ]
+    lc = report.get("vs_llama_cpp", {})
+    if "skipped" in lc:
+        lines += ["", f"llama.cpp side by side skipped: {lc['skipped']}"]
+    elif lc:
+        lines += [
+            "",
+            f"| same base, prompt of {lc['prompt_tokens']} tokens, cold, "
+            f"{lc['threads']} thread(s) | tokens | ms | ms/token |",
+            "| --- | --- | --- | --- |",
+            f"| llama.cpp, left to right | {lc['new_tokens']} "
+            f"| {lc['llama_cpp_ms']:.0f} | {lc['llama_cpp_ms_per_token']:.1f} |",
+            f"| this engine | {lc['engine_tokens']} | {lc['engine_ms']:.0f} "
+            f"| {lc['engine_ms_per_token']:.1f} |",
+            f"| engine / llama.cpp per token | {lc['ratio_per_token']:.2f} | | |",
+        ]
+    line = report.get("lsp", {}).get("single-line", {})
+    if line.get("requests"):
+        tokens = line["steps"] * line["tokens_per_forward"]
+        twin = tokens * ar["autoregressive_ms_per_token"]
+        lines += [
+            "",
+            "| single-line request through LSP | ms |",
+            "| --- | --- |",
+            f"| p50, this engine ({tokens:.1f} tokens on average) "
+            f"| {line['p50_ms']:.0f} |",
+            f"| the causal twin writing as many tokens | {twin:.0f} |",
+        ]
     if "hardware" in report:
         h = report["hardware"]
         lines += [

@@ -50,8 +50,13 @@ def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):
     assert overhead["refresh_every"] == 0
     assert all(overhead[k] > 0 for k in ("bare_forward_ms", "configured_step_ms"))
     assert race["autoregressive_forwards"] == 8 and race["diffusion_steps"] > 0
-    table = format_report({"overhead": overhead, "vs_autoregressive": race})
+    assert race["diffusion_ms_per_token"] > 0
+    llama = engine_bench.versus_llama_cpp(tiny_engine, 8)
+    report = {"overhead": overhead, "vs_autoregressive": race, "vs_llama_cpp": llama}
+    table = format_report(report)
     assert "as configured (refresh every 0)" in table
+    if "skipped" in llama:  # an extra: said so in one line, not an error
+        assert f"llama.cpp side by side skipped: {llama['skipped']}" in table
 
 
 class StatusOnly:
