@@ -51,9 +51,14 @@ class LoadedModel:
 
 
 def cache_dir() -> Path:
-    """Where built models live: $INFILL_CACHE, else ~/.cache/diffusion-infill."""
-    root = os.environ.get("INFILL_CACHE") or Path.home() / ".cache" / "diffusion-infill"
-    return Path(root)
+    """Where built models live: $INFILL_CACHE, else diffusion-infill in the XDG cache
+    folder ($XDG_CACHE_HOME, else ~/.cache)."""
+    if os.environ.get("INFILL_CACHE"):
+        return Path(os.environ["INFILL_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG spec: a relative path is invalid and is ignored.
+    root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return root / "diffusion-infill"
 
 
 def default_model() -> str:

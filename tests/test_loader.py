@@ -5,10 +5,11 @@ import os
 import platform
 import resource
 import shutil
+from pathlib import Path
 
 import pytest
 
-from infill_engine import ModelLoadError
+from infill_engine import ModelLoadError, loader
 from infill_engine.device import cpu_dtype
 from infill_engine.loader import load
 
@@ -186,3 +187,17 @@ def test_freed_blocks_are_reused_without_faulting_pages_in_again():
     pages = floats * 4 // resource.getpagesize() * rounds
     # Mapped afresh, every page faults in again each round (measured: all of them).
     assert faults < pages / 4, f"{faults} of {pages} pages faulted in again"
+
+
+def test_built_models_live_in_the_xdg_cache_unless_infill_cache_says(
+    monkeypatch, tmp_path
+):
+    monkeypatch.delenv("INFILL_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert loader.cache_dir() == tmp_path / "xdg" / "diffusion-infill"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # invalid: ignored
+    assert loader.cache_dir() == Path.home() / ".cache" / "diffusion-infill"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert loader.cache_dir() == Path.home() / ".cache" / "diffusion-infill"
+    monkeypatch.setenv("INFILL_CACHE", str(tmp_path / "mine"))
+    assert loader.cache_dir() == tmp_path / "mine"
