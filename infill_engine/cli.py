@@ -151,13 +151,19 @@ def add_fill_command(sub: Subcommands) -> None:
         "default: the engine's lengths)",
     )
     fill.add_argument(
-        "--steps", type=int, help="maximum denoising steps (default: model's)"
+        "--steps",
+        type=int,
+        help="maximum denoising steps with diffusion decoding (default: model's; floor "
+        "decoding, the default model's, commits until the span ends)",
     )
     fill.add_argument(
         "--seed", type=int, help="seed for noise and sampling (default 0)"
     )
     fill.add_argument(
-        "--greedy", action="store_true", help="argmax proposals, no sampling"
+        "--greedy",
+        action="store_true",
+        help="argmax proposals, no sampling (diffusion decoding; floor decoding is "
+        "always the base's argmax)",
     )
     fill.add_argument(
         "--schedule",
