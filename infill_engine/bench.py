@@ -65,8 +65,9 @@ def step_overhead(
     bare forward); `configured_step_ms` is the mean step with the engine's own
     `refresh_every` (window-only steps between full ones).
     """
+    # Diffusion decoding's step: a floor step is measured by the race below.
     configured = engine.config.with_overrides(
-        max_steps=steps, confidence_threshold=1e-12
+        max_steps=steps, confidence_threshold=1e-12, decoding="diffusion"
     )
     config = configured.with_overrides(refresh_every=1)
     request = InfillRequest(

@@ -257,3 +257,15 @@ def _planned(engine, request):
     from infill_engine.engine import _Planned
 
     return _Planned(request, engine.plan(request), lambda: False, 0.0)
+
+
+def test_the_benchmark_runs_on_a_floor_engine(pair, tiny_tokenizer):
+    """`infill bench` on the default model's decoding: its diffusion step figures and
+    the per-token race (a floor plan's canvas is not the diffusion canvas)."""
+    from infill_engine import bench
+
+    _, converted = pair
+    engine = engine_for(converted, tiny_tokenizer, draft_tokens=4)
+    overhead = bench.step_overhead(engine, steps=2, repeats=1)
+    race = bench.versus_autoregressive(engine, 8, repeats=1)
+    assert overhead["configured_step_ms"] > 0 and race["diffusion_ms_per_token"] > 0
