@@ -626,25 +626,35 @@ def _head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def _recording(layers: Any, record: ContextCache) -> Iterator[None]:
-    """Fill `record` with each layer's prompt and outside-window canvas keys/values.
-
-    The decoder's attention hands its canvas keys/values (normed, rotated) to
-    `append_to_cache`; for the duration, each layer's is wrapped to keep them.
-    """
+    """Fill `record` with each layer's prompt and outside-window canvas keys/values."""
     w = record.window
+
+    def keep(attn: Any, c: Any, k: torch.Tensor, v: torch.Tensor) -> None:
+        prompt = c.layers[attn.layer_idx]
+        record.layers.append(
+            _KV(
+                torch.cat([prompt.keys, k[:, :, : w.start], k[:, :, w.stop :]], dim=-2),
+                torch.cat(
+                    [prompt.values, v[:, :, : w.start], v[:, :, w.stop :]], dim=-2
+                ),
+            )
+        )
+
+    with on_append(layers, keep):
+        yield
+
+
+@contextmanager
+def on_append(
+    layers: Any, seen: Callable[[Any, Any, torch.Tensor, torch.Tensor], None]
+) -> Iterator[None]:
+    """While active, each layer's attention hands `seen(attn, cache, keys, values)`
+    the canvas keys and values (normed, rotated) it appends to the cache it reads."""
     attentions = [layer.self_attn for layer in layers]
     for attn in attentions:
 
         def append(c: Any, k: torch.Tensor, v: torch.Tensor, attn: Any = attn) -> Any:
-            prompt = c.layers[attn.layer_idx]
-            keep = (k[:, :, : w.start], k[:, :, w.stop :])
-            keep_v = (v[:, :, : w.start], v[:, :, w.stop :])
-            record.layers.append(
-                _KV(
-                    torch.cat([prompt.keys, *keep], dim=-2),
-                    torch.cat([prompt.values, *keep_v], dim=-2),
-                )
-            )
+            seen(attn, c, k, v)
             return type(attn).append_to_cache(attn, c, k, v)
 
         attn.append_to_cache = append

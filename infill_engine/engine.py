@@ -410,13 +410,7 @@ class InfillEngine:
         if config.decoding == "floor":
             return self._fill_floor(group, config, on_step)
         batch = _stacked([p.batch for p in group])
-        if len(group) == 1:
-            is_cancelled = group[0].cancel
-        else:
-
-            def is_cancelled() -> bool:
-                return all(p.cancel() for p in group)
-
+        is_cancelled = _all_cancelled(group)
         t1 = time.perf_counter()
         with self._lock, torch.inference_mode(), self._stoppable(is_cancelled):
             encoded = self._encoded()
@@ -481,10 +475,7 @@ class InfillEngine:
         k = config.alternatives
         rows = [k] * len(group)
         slots = max(group[0].batch.span_lengths)
-
-        def is_cancelled() -> bool:
-            return all(p.cancel() for p in group)
-
+        is_cancelled = _all_cancelled(group)
         t1 = time.perf_counter()
         with self._lock, torch.inference_mode(), self._stoppable(is_cancelled):
             encoded = self._encoded()
@@ -768,6 +759,13 @@ def _stacked(batches: list[CanvasBatch]) -> CanvasBatch:
         span_start=batches[0].span_start,
         span_lengths=tuple(s for b in batches for s in b.span_lengths),
     )
+
+
+def _all_cancelled(group: list[_Planned]) -> Callable[[], bool]:
+    """The cancel check of a group: set once every request in it is cancelled."""
+    if len(group) == 1:
+        return group[0].cancel
+    return lambda: all(p.cancel() for p in group)
 
 
 def _first_row(batch: CanvasBatch, rows: int) -> CanvasBatch:

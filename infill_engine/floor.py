@@ -20,20 +20,13 @@ forward, `accept_drafts`), and optionally noise rows past them, which read every
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from infill_engine.denoiser import _head, readout_shift
-
-
-@dataclass
-class _KV:
-    keys: torch.Tensor  # (B, kv_heads, T, head_dim)
-    values: torch.Tensor
+from infill_engine.denoiser import _KV, _head, on_append, readout_shift
 
 
 @dataclass
@@ -154,7 +147,7 @@ def rows_forward(
     recorded: list[_KV] = []
     layers = dec.layers[: text.num_hidden_layers]
     keys = _Keys([_context(memory, j) for j in range(len(layers))])
-    with _capture(layers, recorded):
+    with on_append(layers, lambda _a, _c, k, v: recorded.append(_KV(k, v))):
         for i, layer in enumerate(layers):
             kind = text.layer_types[i]
             hidden = layer(
@@ -225,24 +218,6 @@ def _mask(
     allowed = key_valid[:, None, :] & torch.where(causal[..., None], seen, True)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-
-
-@contextmanager
-def _capture(layers: Any, out: list[_KV]) -> Iterator[None]:
-    """Collect each layer's keys and values of the rows run (normed, rotated)."""
-    attentions = [layer.self_attn for layer in layers]
-    for attn in attentions:
-
-        def append(c: Any, k: torch.Tensor, v: torch.Tensor, attn: Any = attn) -> Any:
-            out.append(_KV(k, v))
-            return type(attn).append_to_cache(attn, c, k, v)
-
-        attn.append_to_cache = append
-    try:
-        yield
-    finally:
-        for attn in attentions:
-            del attn.append_to_cache
 
 
 def accept_drafts(
