@@ -65,6 +65,15 @@ def base_greedy(causal, tok, engine, prefix: str, slots: int) -> tuple[list[int]
     return out, unheal(tok.decode(out, skip_special_tokens=True), healed)
 
 
+def fills_unlike_the_base(causal, tok, engine, slots: int = 12) -> int:
+    """How many of `PREFIXES` the engine fills otherwise than the base's greedy."""
+    differ = 0
+    for prefix in PREFIXES:
+        _, want = base_greedy(causal, tok, engine, prefix, slots)
+        differ += engine.fill(InfillRequest(prefix, SUFFIX, (slots,))).text != want
+    return differ
+
+
 @pytest.mark.parametrize("slots", [5, 12])
 @pytest.mark.parametrize("drafts", [0, 4])
 def test_floor_fill_is_the_base_greedy_with_healing(
@@ -109,11 +118,7 @@ def test_a_causal_row_that_reads_ahead_breaks_the_floor(
         return real(memory, kind, offsets, causal_rows & False, dtype, text)
 
     monkeypatch.setattr(floor, "_mask", leaky)
-    differ = 0
-    for prefix in PREFIXES:
-        _, want = base_greedy(causal, tiny_tokenizer, engine, prefix, 12)
-        differ += engine.fill(InfillRequest(prefix, SUFFIX, (12,))).text != want
-    assert differ
+    assert fills_unlike_the_base(causal, tiny_tokenizer, engine)
 
 
 def test_weights_changed_in_committed_rows_break_the_floor(pair, tiny_tokenizer):
@@ -128,11 +133,7 @@ def test_weights_changed_in_committed_rows_break_the_floor(pair, tiny_tokenizer)
             proj = layer.mlp.up_proj.weight
             proj.add_(torch.randn_like(proj) * proj.std())
     engine = engine_for(adapted, tiny_tokenizer)
-    differ = 0
-    for prefix in PREFIXES:
-        _, want = base_greedy(causal, tiny_tokenizer, engine, prefix, 12)
-        differ += engine.fill(InfillRequest(prefix, SUFFIX, (12,))).text != want
-    assert differ
+    assert fills_unlike_the_base(causal, tiny_tokenizer, engine)
 
 
 def test_drafts_commit_several_tokens_a_forward_and_the_same_text(pair, tiny_tokenizer):
