@@ -14,7 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from infill_engine.config import DenoiseConfig
+    from infill_engine.core.config import DenoiseConfig
+    from infill_engine.core.loop import StepView
     from infill_engine.engine import (
         Candidate,
         InfillEngine,
@@ -22,20 +23,19 @@ if TYPE_CHECKING:
         InfillResult,
         Timings,
     )
-    from infill_engine.loader import ModelLoadError, default_model
-    from infill_engine.loop import StepView
+    from infill_engine.model.loader import ModelLoadError, default_model
 
 # Public name -> the module that defines it.
 _HOMES = {
     "Candidate": "infill_engine.engine",
-    "DenoiseConfig": "infill_engine.config",
+    "DenoiseConfig": "infill_engine.core.config",
     "InfillEngine": "infill_engine.engine",
     "InfillRequest": "infill_engine.engine",
     "InfillResult": "infill_engine.engine",
-    "ModelLoadError": "infill_engine.loader",
-    "StepView": "infill_engine.loop",
+    "ModelLoadError": "infill_engine.model.loader",
+    "StepView": "infill_engine.core.loop",
     "Timings": "infill_engine.engine",
-    "default_model": "infill_engine.loader",
+    "default_model": "infill_engine.model.loader",
 }
 
 __all__ = [

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infill_engine.device import DEVICE_CHOICES
+from infill_engine.model.device import DEVICE_CHOICES
 
 if TYPE_CHECKING:
     from infill_engine.engine import InfillResult
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fill_command(sub)
     add_bench_command(sub)
     add_model_command(sub)
-    from infill_engine.serve import add_serve_command
+    from infill_engine.backends.serve import add_serve_command
 
     add_serve_command(sub)
     return parser
@@ -102,8 +102,8 @@ def add_model_command(sub: Subcommands) -> None:
 
 def run_model_build(args: argparse.Namespace) -> int:
     """Build the default model; one line on stderr if it cannot be built."""
-    from infill_engine.build import build
-    from infill_engine.loader import ModelLoadError
+    from infill_engine.model.build import build
+    from infill_engine.model.loader import ModelLoadError
 
     try:
         out = build(args.out, force=args.force)
@@ -378,7 +378,7 @@ def run_fill(args: argparse.Namespace) -> int:
         print("infill: the range ends before it starts", file=sys.stderr)
         return EXIT_USAGE
     from infill_engine import InfillEngine, InfillRequest, ModelLoadError
-    from infill_engine.visual import CanvasView
+    from infill_engine.tools.visual import CanvasView
 
     try:
         engine = InfillEngine.load(args.model, args.device, args.trust_remote_code)
@@ -428,7 +428,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from infill_engine import InfillEngine, ModelLoadError, bench
+    from infill_engine import InfillEngine, ModelLoadError
+    from infill_engine.tools import bench
 
     try:
         engine = InfillEngine.load(args.model, args.device, args.trust_remote_code)
@@ -451,7 +452,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "model" if engine.placement.device.type == "cuda" else None
     )
     if architecture:
-        from infill_engine import hardware
+        from infill_engine.tools import hardware
 
         try:
             arch_config = (
@@ -473,7 +474,13 @@ def run_bench(args: argparse.Namespace) -> int:
     report["vs_autoregressive"] = bench.versus_autoregressive(engine, args.new_tokens)
     report["vs_llama_cpp"] = bench.versus_llama_cpp(engine, args.new_tokens)
     if not args.skip_lsp:
-        command = [sys.executable, "-m", "lsp_server.bench", "--device", args.device]
+        command = [
+            sys.executable,
+            "-m",
+            "lsp_server.tools.bench",
+            "--device",
+            args.device,
+        ]
         command += ["--per-kind", str(args.per_kind), "--steps", str(args.steps)]
         command += ["--model", args.model] if args.model else []
         proc = subprocess.run(command, capture_output=True, text=True)
@@ -491,7 +498,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_concurrency(args: argparse.Namespace, engine: Any, report: dict) -> int:
     """`infill bench --clients`: the concurrency table, local and --backend."""
-    from infill_engine import concurrency
+    from infill_engine.tools import concurrency
 
     try:
         counts = [int(c) for c in args.clients.split(",")]
@@ -502,7 +509,7 @@ def run_concurrency(args: argparse.Namespace, engine: Any, report: dict) -> int:
         return EXIT_USAGE
     backends: dict[str, Any] = {"local": engine}
     if args.backend:
-        from infill_engine import remote
+        from infill_engine.backends import ray_client as remote
 
         try:
             backends[args.backend] = remote.connect(args.backend)

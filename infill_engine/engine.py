@@ -21,19 +21,19 @@ from typing import Any
 
 import torch
 
-from infill_engine import loader
-from infill_engine.canvas import (
+from infill_engine.core.canvas import (
     CanvasBatch,
     cut_at_end_of_span,
     plan_canvas,
     round_up,
 )
-from infill_engine.config import DenoiseConfig
-from infill_engine.denoiser import DiffusionGemmaDenoiser, Stopped
-from infill_engine.device import Placement, sync
-from infill_engine.floor import check_shift
-from infill_engine.healing import TokenHealing, unheal
-from infill_engine.loop import StepView, decode_floor, denoise
+from infill_engine.core.config import DenoiseConfig
+from infill_engine.core.denoiser import DiffusionGemmaDenoiser, Stopped
+from infill_engine.core.floor import check_shift
+from infill_engine.core.healing import TokenHealing, unheal
+from infill_engine.core.loop import StepView, decode_floor, denoise
+from infill_engine.model import loader
+from infill_engine.model.device import Placement, sync
 
 DEFAULT_SPAN_LENGTHS = (32, 64)
 # The encoder prompt is cut to this many tokens (nearest to the span kept).
@@ -596,7 +596,7 @@ class InfillEngine:
     ) -> list[float]:
         """Per row, the base's log-probability of its fill read on with the suffix's
         first lines (`floor.score_text`)."""
-        from infill_engine.floor import score_text
+        from infill_engine.core.floor import score_text
 
         tail = batch.span_start
         k = len(texts) // len(group)

@@ -16,7 +16,7 @@ from typing import Literal
 
 import tree_sitter as ts
 
-from infill_engine.spans import LINE_SPAN_LENGTHS
+from infill_engine.core.spans import LINE_SPAN_LENGTHS
 from lsp_server.documents import Snapshot
 from lsp_server.positions import byte_offset
 from lsp_server.syntax import line_comment

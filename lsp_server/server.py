@@ -29,7 +29,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
-from infill_engine.backend import parse_backend
+from infill_engine.backends.urls import parse_backend
 from lsp_server import VERSION, context, edits, postprocess, settings
 from lsp_server.context import InfillContext
 from lsp_server.documents import DocumentStore, Snapshot
@@ -54,7 +54,7 @@ def load_engine(s: settings.Settings) -> InfillEngine:
     from infill_engine.engine import InfillEngine
 
     if parse_backend(s.backend) is not None:
-        from infill_engine import remote
+        from infill_engine.backends import ray_client as remote
 
         return remote.connect(s.backend)  # type: ignore[return-value]
     return InfillEngine.load(s.model or None, s.device)
@@ -581,7 +581,7 @@ class InfillServer(LanguageServer):
 
 def _backend_failed(exc: BaseException) -> bool:
     """Whether `exc` is a remote backend's failure (`remote.BackendError`)."""
-    remote = sys.modules.get("infill_engine.remote")
+    remote = sys.modules.get("infill_engine.backends.ray_client")
     return remote is not None and isinstance(exc, remote.BackendError)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from infill_engine.backend import LOCAL, parse_backend
+from infill_engine.backends.urls import LOCAL, parse_backend
 
 # Every language: those without a grammar get line-based context.
 DEFAULT_LANGUAGES = ("*",)
@@ -34,7 +34,7 @@ class Settings:
         enable: suggestions on or off.
         languages: language ids to serve; '*' serves every language.
         backend: 'local' (the engine in this process) or `KIND:URL`, a remote backend
-            (`infill_engine.remote`), e.g. 'ray:http://gpu-box:8000/infill'.
+            (`infill_engine.backends.ray_client`), e.g. 'ray:http://gpu-box:8000/infill'.
     """
 
     model: str = ""

@@ -16,7 +16,7 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 os.environ["INFILL_THREADS"] = "1"
 torch.set_num_threads(1)
 
-from infill_engine import configs, tokenizer  # noqa: E402
+from infill_engine.model import configs, tokenizer  # noqa: E402
 
 
 def _corpus() -> list[str]:

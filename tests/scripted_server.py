@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from infill_engine.config import DenoiseConfig
+from infill_engine.core.config import DenoiseConfig
 from infill_engine.engine import Candidate, InfillResult
 from lsp_server.server import create_server
 

@@ -9,7 +9,7 @@ import torch
 from conftest import build_decisive_model
 
 from infill_engine import DenoiseConfig, InfillEngine, InfillRequest
-from infill_engine.device import resolve
+from infill_engine.model.device import resolve
 
 SOURCE = '''import os
 

@@ -1,4 +1,4 @@
-from lsp_server import bench
+from lsp_server.tools import bench
 
 
 def test_typing_lines_are_indented_statements_spread_over_the_file():
@@ -37,8 +37,8 @@ def test_summary_latency_counts_every_request_splits_only_engine_runs():
 
 
 def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):
-    from infill_engine import bench as engine_bench
     from infill_engine.cli import format_report
+    from infill_engine.tools import bench as engine_bench
 
     saved = tiny_engine.config
     tiny_engine.config = saved.with_overrides(refresh_every=0)

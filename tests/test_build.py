@@ -12,9 +12,9 @@ import torch
 from test_convert import tiny_gemma3
 from tokenizers import Tokenizer, decoders, models
 
-from infill_engine import build, loader, trim
-from infill_engine.convert import from_gemma3
-from infill_engine.loader import ModelLoadError
+from infill_engine.model import build, loader, trim
+from infill_engine.model.convert import from_gemma3
+from infill_engine.model.loader import ModelLoadError
 
 
 def test_a_missing_base_package_names_the_fix(monkeypatch, tmp_path):

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infill_engine.canvas import cut_at_end_of_span, plan_canvas, span_targets
+from infill_engine.core.canvas import cut_at_end_of_span, plan_canvas, span_targets
 
 BOS, PAD, EOS = 2, 0, 1
 ids = st.lists(st.integers(min_value=6, max_value=99), max_size=200)

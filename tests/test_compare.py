@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from infill_engine.training.compare import first_line, line_holes, score
-from infill_engine.training.corpus import SourceFile
+from infill_engine.data.corpus import SourceFile
+from infill_engine.evals.compare import first_line, line_holes, score
 
 SOURCE = """def mean(values):
     total = sum(values)
@@ -68,9 +68,9 @@ class _Preferring:
 
 
 def test_the_healed_baseline_rewrites_the_prefix_s_last_token(tiny_tokenizer):
-    from infill_engine.healing import TokenHealing
-    from infill_engine.training.compare import left_to_right_filler
-    from infill_engine.training.holes import Hole
+    from infill_engine.core.healing import TokenHealing
+    from infill_engine.data.holes import Hole
+    from infill_engine.evals.compare import left_to_right_filler
 
     tok = tiny_tokenizer
     hole = Hole("def f(values):\n    ret", "urn values", "\n", "line")
@@ -100,8 +100,8 @@ def test_the_healed_baseline_rewrites_the_prefix_s_last_token(tiny_tokenizer):
 def test_the_polyglot_set_shares_its_holes_among_languages_and_parses_each(tmp_path):
     import json
 
-    from infill_engine.training import polyglot
-    from infill_engine.training.compare import set_holes
+    from infill_engine.evals import polyglot
+    from infill_engine.evals.compare import set_holes
 
     go = "package main\n\nfunc add(a int, b int) int {\n\treturn a + b\n}\n"
     rust = "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from infill_engine import concurrency
 from infill_engine.engine import InfillResult
+from infill_engine.tools import concurrency
 from lsp_server.context import SPAN_LENGTHS
 
 

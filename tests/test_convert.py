@@ -12,15 +12,19 @@ from transformers import (
     DiffusionGemmaForBlockDiffusion,
 )
 
-from infill_engine import InfillEngine, InfillRequest, loader
-from infill_engine.canvas import plan_canvas
-from infill_engine.convert import from_gemma3
-from infill_engine.denoiser import DiffusionGemmaDenoiser, read_window, window_logits
-from infill_engine.device import resolve
-from infill_engine.sampler import EntropyBoundSampler
-from infill_engine.training import adapter as lora
+from infill_engine import InfillEngine, InfillRequest
+from infill_engine.core.canvas import plan_canvas
+from infill_engine.core.denoiser import (
+    DiffusionGemmaDenoiser,
+    read_window,
+    window_logits,
+)
+from infill_engine.core.sampler import EntropyBoundSampler
+from infill_engine.data.holes import Hole
+from infill_engine.model import loader, lora
+from infill_engine.model.convert import from_gemma3
+from infill_engine.model.device import resolve
 from infill_engine.training import train
-from infill_engine.training.holes import Hole
 
 MASK = 3
 
@@ -220,7 +224,7 @@ def test_whole_canvas_logits_work_with_a_readout_shift(pair, tiny_tokenizer):
 def test_conversion_with_scales_measured_on_the_whole_base_ignores_zeroed_rows(
     tiny_tokenizer,
 ):
-    from infill_engine.convert import conversion_scales
+    from infill_engine.model.convert import conversion_scales
 
     causal = tiny_gemma3(len(tiny_tokenizer))
     ids = torch.randint(3, 60, (1, 48), generator=torch.Generator().manual_seed(0))
@@ -261,7 +265,7 @@ def test_training_loads_a_built_model_as_the_engine_does(
 def test_detached_value_projections_give_diffusiongemmas_own_layout(pair, tmp_path):
     import copy
 
-    from infill_engine.convert import detach_full_attention_values
+    from infill_engine.model.convert import detach_full_attention_values
 
     _, converted = pair
     converted.save_pretrained(tmp_path)
@@ -287,7 +291,7 @@ def test_switched_off_experts_are_skipped_without_changing_a_bit(
 ):
     import copy
 
-    from infill_engine.convert import skip_switched_off_experts
+    from infill_engine.model.convert import skip_switched_off_experts
 
     _, converted = pair
     fast = copy.deepcopy(converted)

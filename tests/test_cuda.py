@@ -13,9 +13,9 @@ import torch
 from conftest import build_tiny_model
 
 from infill_engine import InfillEngine, InfillRequest
-from infill_engine.denoiser import DiffusionGemmaDenoiser
+from infill_engine.core.denoiser import DiffusionGemmaDenoiser
+from infill_engine.model.lora import add_adapter
 from infill_engine.training import train
-from infill_engine.training.adapter import add_adapter
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"
@@ -95,7 +95,7 @@ def test_an_adaptation_step_on_gpu_matches_the_cpu_loss(tiny_tokenizer):
 
 
 def test_engine_benchmark_figures_on_gpu(cuda_engine):
-    from infill_engine import bench
+    from infill_engine.tools import bench
 
     overhead = bench.step_overhead(cuda_engine, steps=3, repeats=1)
     race = bench.versus_autoregressive(cuda_engine, 8, repeats=1)

@@ -10,7 +10,7 @@ import torch
 from helpers import ScriptedDenoiser
 
 from infill_engine import DenoiseConfig, InfillEngine, InfillRequest
-from infill_engine.device import resolve
+from infill_engine.model.device import resolve
 
 REQUEST = InfillRequest(
     prefix="def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n"

@@ -7,13 +7,14 @@ import pytest
 import torch
 from conftest import tiny_gemma3
 
-from infill_engine import InfillEngine, InfillRequest, floor
-from infill_engine.config import DenoiseConfig
-from infill_engine.convert import from_gemma3
-from infill_engine.device import resolve
+from infill_engine import InfillEngine, InfillRequest
+from infill_engine.core import floor
+from infill_engine.core.config import DenoiseConfig
+from infill_engine.core.healing import TokenHealing, unheal
+from infill_engine.core.loop import decode_floor
 from infill_engine.engine import suffix_head
-from infill_engine.healing import TokenHealing, unheal
-from infill_engine.loop import decode_floor
+from infill_engine.model.convert import from_gemma3
+from infill_engine.model.device import resolve
 
 MASK = 3
 PREFIXES = [
@@ -263,7 +264,7 @@ def _planned(engine, request):
 def test_the_benchmark_runs_on_a_floor_engine(pair, tiny_tokenizer):
     """`infill bench` on the default model's decoding: its diffusion step figures and
     the per-token race (a floor plan's canvas is not the diffusion canvas)."""
-    from infill_engine import bench
+    from infill_engine.tools import bench
 
     _, converted = pair
     engine = engine_for(converted, tiny_tokenizer, draft_tokens=4)

@@ -14,9 +14,9 @@ from lsprotocol import types
 from pygls.workspace.position_codec import PositionCodec
 
 from lsp_server import context
-from lsp_server.client import Session
 from lsp_server.documents import DocumentStore, Snapshot
 from lsp_server.positions import to_range
+from lsp_server.tools.client import Session
 
 UTF16 = PositionCodec(types.PositionEncodingKind.Utf16)
 PIECES = [

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from infill_engine import hardware
-from infill_engine.configs import tiny_config
-from infill_engine.device import Placement
+from infill_engine.model.configs import tiny_config
+from infill_engine.model.device import Placement
+from infill_engine.tools import hardware
 
 
 def test_hardware_mode_times_both_loops_over_the_same_steps():

@@ -5,8 +5,8 @@ import pytest
 from test_engine import scripted
 
 from infill_engine import InfillEngine, InfillRequest
-from infill_engine.device import resolve
-from infill_engine.healing import TokenHealing, unheal
+from infill_engine.core.healing import TokenHealing, unheal
+from infill_engine.model.device import resolve
 
 PREFIX = "def add(a, b):\n    ret"
 REQUEST = InfillRequest(prefix=PREFIX, suffix="\n\nprint(add(1, 2))\n")

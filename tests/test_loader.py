@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from infill_engine import ModelLoadError, loader
-from infill_engine.device import cpu_dtype
-from infill_engine.loader import load
+from infill_engine import ModelLoadError
+from infill_engine.model import loader
+from infill_engine.model.device import cpu_dtype
+from infill_engine.model.loader import load
 
 CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
 
@@ -120,7 +121,7 @@ def test_denoise_defaults_shipped_beside_the_checkpoint(broken):
 def test_cpu_dtype_follows_the_processor_unless_overridden(monkeypatch):
     import torch
 
-    from infill_engine.device import resolve
+    from infill_engine.model.device import resolve
 
     monkeypatch.setenv("INFILL_CPU_DTYPE", "float32")
     assert resolve("cpu").dtype == torch.float32
@@ -175,7 +176,7 @@ def test_a_checkpoint_that_prefers_bf16_loads_in_bf16_where_the_cpu_has_it(
 def test_freed_blocks_are_reused_without_faulting_pages_in_again():
     import torch
 
-    from infill_engine.device import resolve
+    from infill_engine.model.device import resolve
 
     resolve("cpu")  # a CPU placement keeps freed memory for the process
     floats, rounds = 10 << 20, 10  # 40 MiB: glibc maps blocks this large afresh

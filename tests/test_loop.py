@@ -6,9 +6,9 @@ from helpers import RandomDenoiser, ScriptedDenoiser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infill_engine.canvas import plan_canvas
-from infill_engine.config import DenoiseConfig
-from infill_engine.loop import denoise
+from infill_engine.core.canvas import plan_canvas
+from infill_engine.core.config import DenoiseConfig
+from infill_engine.core.loop import denoise
 
 V = 50
 

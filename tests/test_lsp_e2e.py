@@ -10,9 +10,9 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from infill_engine.device import cpu_dtype
+from infill_engine.model.device import cpu_dtype
 from lsp_server import syntax
-from lsp_server.client import Session
+from lsp_server.tools.client import Session
 
 CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from infill_engine.device import cpu_dtype
+from infill_engine.model.device import cpu_dtype
 from lsp_server import postprocess, syntax
 
 CPU_DTYPE = str(cpu_dtype()).removeprefix("torch.")  # what this machine runs on

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from infill_engine import DenoiseConfig, InfillRequest, remote
-from infill_engine.backend import parse_backend
+from infill_engine import DenoiseConfig, InfillRequest
+from infill_engine.backends import ray_client as remote
+from infill_engine.backends.urls import parse_backend
 from infill_engine.engine import Candidate, InfillResult, Timings
 from lsp_server import settings
 
@@ -190,7 +191,7 @@ async def test_the_editor_hears_once_that_the_backend_failed_and_once_that_it_is
 ):
     from lsprotocol import types
 
-    from lsp_server.client import Session
+    from lsp_server.tools.client import Session
 
     server, setting = scripted_backend
     health = server.script("/infill/health")

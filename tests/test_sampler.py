@@ -1,8 +1,12 @@
 import pytest
 import torch
 
-from infill_engine.sampler import EntropyBoundSampler, LinearTemperature, token_entropy
-from infill_engine.stopping import StableAndConfident
+from infill_engine.core.sampler import (
+    EntropyBoundSampler,
+    LinearTemperature,
+    token_entropy,
+)
+from infill_engine.core.stopping import StableAndConfident
 
 
 def peaked(tokens, vocab=8, sharp=20.0):

@@ -11,7 +11,7 @@ import torch
 from pygls.workspace.position_codec import PositionCodec
 
 from infill_engine import InfillEngine
-from infill_engine.device import resolve
+from infill_engine.model.device import resolve
 from lsp_server import context
 from lsp_server.positions import to_position
 from lsp_server.server import EarlyFill, InfillServer, create_server

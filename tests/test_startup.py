@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-from infill_engine.device import DEVICE_CHOICES
+from infill_engine.model.device import DEVICE_CHOICES
 from lsp_server import settings
 
 HEAVY = ("torch", "transformers")

@@ -18,8 +18,9 @@ from conftest import build_decisive_model, checkpoint
 from lsprotocol import types
 from test_lsp_e2e import SOURCE
 
-from infill_engine import DenoiseConfig, InfillEngine, InfillRequest, remote
-from lsp_server.client import Session
+from infill_engine import DenoiseConfig, InfillEngine, InfillRequest
+from infill_engine.backends import ray_client as remote
+from lsp_server.tools.client import Session
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import build_tiny_model
 
-from infill_engine.canvas import plan_canvas
-from infill_engine.denoiser import DiffusionGemmaDenoiser
-from infill_engine.training import corpus, holes, train
+from infill_engine.core.canvas import plan_canvas
+from infill_engine.core.denoiser import DiffusionGemmaDenoiser
+from infill_engine.data import corpus, holes
+from infill_engine.training import train
 
 SOURCE = '''"""Module doc — with a non-ASCII dash."""
 import os
@@ -312,7 +313,7 @@ def test_learning_rate_warms_up_then_decays():
 
 
 def test_common_holes_are_well_formed_and_their_shapes_judge_fills():
-    from infill_engine.training import common
+    from infill_engine.evals import shapes as common
 
     for hole in common.HOLES:
         assert hole.source.count(common.HOLE) == 1
@@ -328,7 +329,7 @@ def test_common_holes_are_well_formed_and_their_shapes_judge_fills():
 
 def test_common_holes_run_through_the_engine(tiny_model_dir):
     from infill_engine import InfillEngine
-    from infill_engine.training import common
+    from infill_engine.evals import shapes as common
 
     engine = InfillEngine.load(str(tiny_model_dir), device="cpu")
     engine.config = engine.config.with_overrides(max_steps=2)

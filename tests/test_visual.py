@@ -2,7 +2,7 @@
 
 import re
 
-from infill_engine.visual import (
+from infill_engine.tools.visual import (
     BRIGHT,
     DIM,
     NOISE,

@@ -14,12 +14,13 @@ import pytest
 from lsprotocol import types
 from vllm_test_server import SERVED_NAME, VllmTestServer
 
-from infill_engine import DenoiseConfig, InfillRequest, remote
-from infill_engine.backend import parse_backend, vllm_target
-from infill_engine.canvas import cut_at_end_of_span
-from infill_engine.vllm_backend import VllmEngine
+from infill_engine import DenoiseConfig, InfillRequest
+from infill_engine.backends import ray_client as remote
+from infill_engine.backends.urls import parse_backend, vllm_target
+from infill_engine.backends.vllm_client import VllmEngine
+from infill_engine.core.canvas import cut_at_end_of_span
 from lsp_server import settings
-from lsp_server.client import Session
+from lsp_server.tools.client import Session
 
 PREFIX = (
     "def mean(values):\n"

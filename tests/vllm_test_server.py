@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from infill_engine.denoiser import DiffusionGemmaDenoiser
+from infill_engine.core.denoiser import DiffusionGemmaDenoiser
 
 SERVED_NAME = "tiny-diffusiongemma"
 UNCONFIGURED_CANVAS = 32  # vLLM's canvas without --diffusion-config

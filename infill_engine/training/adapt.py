@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
-from infill_engine.training.adapter import add_adapter, save_adapter
-from infill_engine.training.corpus import DEFAULT_DATA, load_split
+from infill_engine.data.corpus import DEFAULT_DATA, load_split
+from infill_engine.model.lora import add_adapter, save_adapter
 from infill_engine.training.train import (
     add_noise,
     batches,
@@ -232,7 +232,7 @@ def _base(path: Path, pack: Path | None = None) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
     if not (path / "config.json").is_file():
-        from infill_engine.build import build
+        from infill_engine.model.build import build
 
         if pack is None:
             build(path, adapter=False)
@@ -253,7 +253,7 @@ def _load(path: Path) -> Any:
     fit the one it is merged into."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from infill_engine.loader import restore_full_attention_values
+    from infill_engine.model.loader import restore_full_attention_values
 
     model = DiffusionGemmaForBlockDiffusion.from_pretrained(
         str(path), dtype=torch.float32
@@ -267,7 +267,7 @@ def export(base: Path, adapter: Path, out: Path) -> Path:
     tokenizer, engine settings and licence files beside the merged weights)."""
     import shutil
 
-    from infill_engine.training.adapter import merge_adapter
+    from infill_engine.model.lora import merge_adapter
 
     model = _load(base)
     merge_adapter(model, adapter)

@@ -128,12 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "unpack":
         print(unpack(args.directory, args.out))
         return
-    from infill_engine import build
+    from infill_engine.model import build
 
     kept = build.kept_tokens()
     if kept is None:
         raise SystemExit("no kept-token table is shipped: nothing to pack against")
-    from infill_engine.convert import conversion_scales
+    from infill_engine.model.convert import conversion_scales
 
     with tempfile.TemporaryDirectory() as work:
         gguf = build.base_gguf(Path(work))

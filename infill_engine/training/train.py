@@ -61,12 +61,12 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
-from infill_engine.canvas import plan_canvas, span_targets
-from infill_engine.configs import tiny_config
-from infill_engine.denoiser import read_window, window_logits
-from infill_engine.device import has_amx
-from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
-from infill_engine.training.holes import KINDS, Hole, cut_hole, node_ranges
+from infill_engine.core.canvas import plan_canvas, span_targets
+from infill_engine.core.denoiser import read_window, window_logits
+from infill_engine.data.corpus import DEFAULT_DATA, SourceFile, load_split
+from infill_engine.data.holes import KINDS, Hole, cut_hole, node_ranges
+from infill_engine.model.configs import tiny_config
+from infill_engine.model.device import has_amx
 
 # Span lengths trained on; the server asks for 16, 32, 64, and 48 with 96.
 SPAN_CHOICES = (8, 16, 32, 48, 64, 96)

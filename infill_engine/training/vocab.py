@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infill_engine.tokenizer import train_tokenizer
-from infill_engine.training.corpus import DEFAULT_DATA, load_split
+from infill_engine.data.corpus import DEFAULT_DATA, load_split
+from infill_engine.model.tokenizer import train_tokenizer
 
 DEFAULT_VOCAB_SIZE = 8192
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infill_engine.config import DenoiseConfig
-from infill_engine.device import Placement, resolve
+from infill_engine.core.config import DenoiseConfig
+from infill_engine.model.device import Placement, resolve
 
 # The default model: Gemma 3 270M converted and adapted by `infill model build`. Bump
 # the version when the conversion or the shipped adapter changes: a new one is built.
@@ -117,7 +117,7 @@ def load(
         ) from exc
     if local:
         restore_full_attention_values(model, path)
-    from infill_engine.convert import skip_switched_off_experts
+    from infill_engine.model.convert import skip_switched_off_experts
 
     skip_switched_off_experts(model)  # the default model's: exactly zero, not free
     model.to(placement.device).eval()  # type: ignore[arg-type]
@@ -171,7 +171,7 @@ def restore_full_attention_values(model: Any, path: Path) -> None:
     import torch
     from safetensors import safe_open
 
-    from infill_engine.convert import (
+    from infill_engine.model.convert import (
         attach_full_attention_values,
         full_attention_value_keys,
     )

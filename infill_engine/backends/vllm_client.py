@@ -87,9 +87,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from infill_engine.backend import vllm_target
-from infill_engine.canvas import CanvasBatch, cut_at_end_of_span
-from infill_engine.config import DenoiseConfig
+from infill_engine.backends.ray_client import (
+    DEFAULT_TIMEOUT_S,
+    BackendError,
+    RemotePlacement,
+    call,
+    rank,
+)
+from infill_engine.backends.urls import vllm_target
+from infill_engine.core.canvas import CanvasBatch, cut_at_end_of_span
+from infill_engine.core.config import DenoiseConfig
 from infill_engine.engine import (
     DEFAULT_MAX_PROMPT_TOKENS,
     DEFAULT_SPAN_LENGTHS,
@@ -101,13 +108,6 @@ from infill_engine.engine import (
     _as_callable,
     plan_request,
     ranked,
-)
-from infill_engine.remote import (
-    DEFAULT_TIMEOUT_S,
-    BackendError,
-    RemotePlacement,
-    call,
-    rank,
 )
 
 COMPLETIONS = "/v1/completions"

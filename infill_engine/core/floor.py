@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from infill_engine.denoiser import _KV, _head, on_append, readout_shift
+from infill_engine.core.denoiser import _KV, _head, on_append, readout_shift
 
 
 @dataclass

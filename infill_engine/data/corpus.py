@@ -9,7 +9,7 @@ with whole packages held out:
 * heldout: that share, plus every file of `HELDOUT_PACKAGES` (never trained on);
 * independent: `INDEPENDENT_PACKAGES`, fetched only for evaluation.
 
-    python -m infill_engine.training.corpus [--data work-data]
+    python -m infill_engine.data.corpus [--data work-data]
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def load_split(data: Path, split: str) -> list[SourceFile]:
     path = data / "corpus" / f"{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} missing: run python -m infill_engine.training.corpus"
+            f"{path} missing: run python -m infill_engine.data.corpus"
         )
     with path.open(encoding="utf-8") as handle:
         return [SourceFile(**json.loads(line)) for line in handle]

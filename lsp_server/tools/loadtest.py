@@ -6,7 +6,8 @@ For each burst: how many requests were answered with a suggestion, answered empt
 (superseded by a newer request for the same document, or computed for an older version
 and dropped), the time from the last request sent to the last answer, and the server's
 resident memory before and after. `--rounds` repeats the pair of bursts on new
-documents, to see whether memory levels off. Run as `python -m lsp_server.loadtest`.
+documents, to see whether memory levels off. Run as
+`python -m lsp_server.tools.loadtest`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from lsp_server.client import Session
+from lsp_server.tools.client import Session
 
 BASE = (
     "import math\n\n\ndef area(shape, size):\n"
@@ -98,9 +99,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m lsp_server.loadtest`."""
+    """Entry point: `python -m lsp_server.tools.loadtest`."""
     parser = argparse.ArgumentParser(
-        prog="python -m lsp_server.loadtest", description=__doc__
+        prog="python -m lsp_server.tools.loadtest", description=__doc__
     )
     parser.add_argument(
         "--model", default="", help="checkpoint (default: the default model)"

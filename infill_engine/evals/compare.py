@@ -1,9 +1,9 @@
 """Line fills on held-out code: the default model against baselines that cannot
 flatter it, measured in one run on the same holes.
 
-    python -m infill_engine.training.compare [--model DIR] [--n 100] [--seed 0]
+    python -m infill_engine.evals.compare [--model DIR] [--n 100] [--seed 0]
         [--sets heldout,independent,polyglot] [--json compare.json]
-    python -m infill_engine.training.compare --tune-rerank [--n 150] [--seed 5]
+    python -m infill_engine.evals.compare --tune-rerank [--n 150] [--seed 5]
 
 The held-out sets: `heldout` (Python files never trained on, `rich` among them),
 `independent` (`sortedcontainers`) and `polyglot` (TypeScript, JavaScript, Go and
@@ -19,9 +19,9 @@ at the end of what has been typed. Each hole is filled by:
 - **left-to-right**: the same base, Gemma 3 270M as published (unconverted, no
   adapter, its whole vocabulary), decoding greedily from the prefix alone to the end
   of the line, with the last 576 prefix tokens;
-- **left-to-right, healed**: the same, healing the prefix's last token as the engine
-  does (`infill_engine.healing`); without it a hole cut mid-word (`ty|pe`) leaves the
-  base continuing a split it never saw;
+- **left-to-right, healed**: the same, healing the prefix's last token as the
+  engine does (`infill_engine.core.healing`); without it a hole cut mid-word
+  (`ty|pe`) leaves the base continuing a split it never saw;
 - **previous** (with `--previous`): another checkpoint through the engine.
 
 Per system and set: exact match (the fill's first line, trailing space stripped, is
@@ -50,8 +50,8 @@ from typing import Any
 
 import torch
 
-from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
-from infill_engine.training.holes import Hole, cut_line
+from infill_engine.data.corpus import DEFAULT_DATA, SourceFile, load_split
+from infill_engine.data.holes import Hole, cut_line
 
 MAX_LINE_TOKENS = 48
 SETS = ("heldout", "independent", "polyglot")
@@ -89,7 +89,7 @@ def set_holes(data: Path, name: str, n: int, seed: int) -> list[tuple[Hole, Pars
     files = load_split(data, name)
     if name != "polyglot":
         return [(hole, parses) for hole in line_holes(files, n, seed)]
-    from infill_engine.training import polyglot
+    from infill_engine.evals import polyglot
 
     languages = sorted({polyglot.language_of(f.origin) or "" for f in files} - {""})
     out: list[tuple[Hole, Parses]] = []
@@ -139,7 +139,7 @@ def engine_filler(path: str, **overrides: Any) -> Filler:
     """Fills through the engine with the checkpoint at `path`, a line span;
     `overrides` change its denoising settings (e.g. the floor alone)."""
     from infill_engine import InfillRequest
-    from infill_engine.spans import LINE_SPAN_LENGTHS
+    from infill_engine.core.spans import LINE_SPAN_LENGTHS
 
     engine = _engine(path)
     config = engine.config.with_overrides(**overrides) if overrides else None
@@ -179,7 +179,7 @@ def rerank_table(
     held-out sets). Every hole is filled once with `alternatives` rows; each margin
     is then applied to the same candidates."""
     from infill_engine import InfillRequest
-    from infill_engine.spans import LINE_SPAN_LENGTHS
+    from infill_engine.core.spans import LINE_SPAN_LENGTHS
 
     engine = _engine(model)
     config = engine.config.with_overrides(alternatives=alternatives, rerank_margin=0.0)
@@ -212,7 +212,7 @@ def rerank_table(
 
 def load_unconverted_base() -> tuple[Any, Any]:
     """Gemma 3 270M as published (the pinned package), and its tokenizer."""
-    from infill_engine.build import base_gguf, load_base
+    from infill_engine.model.build import base_gguf, load_base
 
     with tempfile.TemporaryDirectory() as work:
         return load_base(base_gguf(Path(work)))
@@ -222,10 +222,10 @@ def left_to_right_filler(
     model: Any, tokenizer: Any, prefix_tokens: int, heal: bool = False
 ) -> Filler:
     """Greedy decoding of a causal model from the prefix alone, to the line's end; it
-    keeps the last `prefix_tokens` tokens of the prefix. With `heal`, it heals the
-    prefix's last token as the engine does (`infill_engine.healing`): the first token
-    it writes may rewrite that token, when it ends in a word character."""
-    from infill_engine.healing import TokenHealing, unheal
+    keeps the last `prefix_tokens` tokens of the prefix. With `heal`, it heals
+    the prefix's last token as the engine does (`infill_engine.core.healing`): the
+    first token it writes may rewrite that token, when it ends in a word character."""
+    from infill_engine.core.healing import TokenHealing, unheal
 
     newline = {i for t, i in tokenizer.get_vocab().items() if "\n" in t}
     stop = newline | {tokenizer.eos_token_id}
@@ -273,7 +273,7 @@ def compare(
 
     "floor" is the engine with one row and no rerank; where the engine's own
     settings are that already, its figures are the engine's (one run, not two)."""
-    from infill_engine.loader import default_model
+    from infill_engine.model.loader import default_model
 
     model = model or default_model()
     systems: dict[str, Filler] = {"engine": engine_filler(model)}
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         "--sets",
         default=",".join(SETS),
         help=f"comma-separated held-out sets (default {','.join(SETS)}; polyglot "
-        "needs `python -m infill_engine.training.polyglot` first)",
+        "needs `python -m infill_engine.evals.polyglot` first)",
     )
     parser.add_argument(
         "--tune-rerank",
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.tune_rerank:
-        from infill_engine.loader import default_model
+        from infill_engine.model.loader import default_model
 
         table = rerank_table(
             args.data, args.model or default_model(), args.n, args.seed

@@ -20,17 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from infill_engine.core.spans import LINE_SPAN_LENGTHS
 from infill_engine.engine import InfillRequest
-from infill_engine.spans import LINE_SPAN_LENGTHS
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PACKAGE = Path(__file__).resolve().parent.parent
+EXAMPLES = PACKAGE.parent / "examples"
 
 
 def line_requests(count: int, seed: int = 0) -> list[InfillRequest]:
     """`count` single-line holes from the example files and the engine's sources."""
-    from infill_engine.training.holes import cut_line
+    from infill_engine.data.holes import cut_line
 
-    files = sorted(EXAMPLES.glob("*.py")) + sorted(Path(__file__).parent.glob("*.py"))
+    files = sorted(EXAMPLES.glob("*.py")) + sorted(PACKAGE.glob("core/*.py"))
     texts = [f.read_text(encoding="utf-8") for f in files]
     rng = random.Random(seed)
     out: list[InfillRequest] = []

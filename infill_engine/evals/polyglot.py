@@ -1,7 +1,7 @@
 """A held-out set in TypeScript, JavaScript, Go and Rust, from packages nothing here
 trains on (the training corpus is Python only), for `compare`.
 
-    python -m infill_engine.training.polyglot [--data work-data]
+    python -m infill_engine.evals.polyglot [--data work-data]
 
 Sources are pinned packages of the registries this project reaches: npm tarballs
 (`npm pack`) and Debian's `golang-*-dev` and `librust-*-dev` packages (`apt-get
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from infill_engine.training.corpus import (
+from infill_engine.data.corpus import (
     DEFAULT_DATA,
     SourceFile,
     deduplicate,

@@ -1,6 +1,6 @@
 """Common holes: everyday shapes, written for this check and never trained on.
 
-    python -m infill_engine.training.common [--model DIR] [--steps N] [--greedy]
+    python -m infill_engine.evals.shapes [--model DIR] [--steps N] [--greedy]
         [--json out.json]
 
 Four kinds, four holes each: a `return` line, a call's arguments, a loop header and a
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from infill_engine import InfillEngine, InfillRequest
-from infill_engine.training.evaluate import parses
+from infill_engine.evals.evaluate import parses
 
 HOLE = "<HOLE>"
 

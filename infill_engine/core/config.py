@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from infill_engine.sampler import EntropyBoundSampler, LinearTemperature
-from infill_engine.stopping import StableAndConfident
+from infill_engine.core.sampler import EntropyBoundSampler, LinearTemperature
+from infill_engine.core.stopping import StableAndConfident
 
 # DiffusionGemma's published defaults (transformers' DiffusionGemmaGenerationConfig).
 DEFAULT_STEPS = 48

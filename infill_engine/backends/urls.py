@@ -1,5 +1,6 @@
-"""Which engine serves requests: `local` (in-process) or `KIND:URL` (a remote backend,
-`infill_engine.remote`). Torch-free, so settings are checked without loading it.
+"""Which engine serves requests: `local` (in-process) or `KIND:URL` (a remote
+backend, `infill_engine.backends.ray_client`). Torch-free, so settings are checked
+without loading it.
 
 A `vllm` URL is the vLLM server's root, with a query that names what the client needs
 (`vllm_target`):

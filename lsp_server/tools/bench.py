@@ -11,7 +11,7 @@ per forward, and the split into queue (waiting for the engine's thread), prefill
 denoise, post-processing and protocol (client latency minus time in the server's
 handler). A request whose suggestion was started when its change arrived waited only
 for the rest: its split is the whole job's. Prints JSON on stdout. Run as
-`python -m lsp_server.bench`; `infill bench` calls it.
+`python -m lsp_server.tools.bench`; `infill bench` calls it.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Any
 
 from lsprotocol import types
 
-from lsp_server.client import Session
 from lsp_server.context import PREFIX_CHARS
+from lsp_server.tools.client import Session
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Typing in the long file starts this far in: past the server's prefix budget, so the
 # context window moves with the cursor, as it does in most real files.
 LONG_FILE_AFTER = PREFIX_CHARS + 2000
@@ -330,9 +330,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m lsp_server.bench`."""
+    """Entry point: `python -m lsp_server.tools.bench`."""
     parser = argparse.ArgumentParser(
-        prog="python -m lsp_server.bench", description=__doc__
+        prog="python -m lsp_server.tools.bench", description=__doc__
     )
     parser.add_argument(
         "--model", default="", help="checkpoint (default: the default model)"

@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from infill_engine.canvas import plan_canvas
-from infill_engine.config import DenoiseConfig
-from infill_engine.denoiser import DiffusionGemmaDenoiser
-from infill_engine.device import Placement, sync
-from infill_engine.loop import denoise
+from infill_engine.core.canvas import plan_canvas
+from infill_engine.core.config import DenoiseConfig
+from infill_engine.core.denoiser import DiffusionGemmaDenoiser
+from infill_engine.core.loop import denoise
+from infill_engine.model.device import Placement, sync
 
 NEVER_CONFIDENT = 1e-30  # a confidence threshold no random model reaches
 
@@ -53,7 +53,7 @@ def load_config(name: str) -> Any:
             )
         return config
     if name == "tiny":
-        from infill_engine.configs import tiny_config
+        from infill_engine.model.configs import tiny_config
 
         return tiny_config(8192, 256, 4, 4)
     path = Path(name)

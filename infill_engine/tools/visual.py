@@ -19,8 +19,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from infill_engine.canvas import CanvasBatch
-from infill_engine.loop import StepView
+from infill_engine.core.canvas import CanvasBatch
+from infill_engine.core.loop import StepView
 
 DIM, BRIGHT, NOISE, RESET = "\x1b[2m", "\x1b[1;32m", "\x1b[2;35m", "\x1b[0m"
 NOISE_MARK, END_MARK = "░", "·"

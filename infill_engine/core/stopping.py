@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from infill_engine.sampler import token_entropy
+from infill_engine.core.sampler import token_entropy
 
 
 @dataclass

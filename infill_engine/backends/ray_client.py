@@ -13,7 +13,7 @@ Kinds (`infill.backend` is `local` or `KIND:URL`):
 * `ray`: the project's own engine as a Ray Serve deployment (`infill serve`), with the
   same semantics as in-process: pinned suffix, self-conditioning, readout shift.
 * `vllm`: a DiffusionGemma checkpoint served by vLLM's OpenAI-compatible server, the
-  canvas seeded and pinned by this client (`infill_engine.vllm_backend`).
+  canvas seeded and pinned by this client (`infill_engine.backends.vllm_client`).
 
 Cancellation crosses the network: a stale request closes its connection, which Ray
 Serve sees as a cancelled request; a request still queued there is dropped, and a
@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from infill_engine.backend import parse_backend
-from infill_engine.config import DenoiseConfig
+from infill_engine.backends.urls import parse_backend
+from infill_engine.core.config import DenoiseConfig
 from infill_engine.engine import (
     CancelFlag,
     Candidate,
@@ -46,7 +46,7 @@ from infill_engine.engine import (
 )
 
 if TYPE_CHECKING:
-    from infill_engine.vllm_backend import VllmEngine
+    from infill_engine.backends.vllm_client import VllmEngine
 
 DEFAULT_TIMEOUT_S = 30.0
 POLL_S = 0.01  # how often a waiting request looks at its cancel flag
@@ -300,7 +300,7 @@ def connect(
         raise ValueError(f"{value!r} is the local engine, not a remote backend")
     kind, url = parsed
     if kind == "vllm":
-        from infill_engine.vllm_backend import VllmEngine
+        from infill_engine.backends.vllm_client import VllmEngine
 
         return VllmEngine(url, timeout_s)
     return RemoteEngine(kind, url, timeout_s)

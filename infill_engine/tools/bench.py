@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from infill_engine.device import sync
 from infill_engine.engine import InfillEngine, InfillRequest
+from infill_engine.model.device import sync
 
 SAMPLE_PREFIX = '''"""Small statistics helpers."""
 
@@ -210,8 +210,8 @@ def versus_llama_cpp(engine: InfillEngine, new_tokens: int = 32) -> dict[str, An
     import tempfile
     from pathlib import Path
 
-    from infill_engine.build import base_gguf
-    from infill_engine.loader import ModelLoadError
+    from infill_engine.model.build import base_gguf
+    from infill_engine.model.loader import ModelLoadError
 
     request = InfillRequest(SAMPLE_PREFIX, SAMPLE_SUFFIX, span_lengths=(new_tokens,))
     threads = engine.placement.threads or 1

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint through the real engine on holes cut from files it never saw.
 
-    python -m infill_engine.training.evaluate --model DIR \
+    python -m infill_engine.evals.evaluate --model DIR \
         --set heldout|independent --n 200 --json out.json
 
 Holes are cut by the training kinds (`holes.KINDS`, cycled) and filled with
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from infill_engine import InfillEngine, InfillRequest
-from infill_engine.training.corpus import DEFAULT_DATA, SourceFile, load_split
-from infill_engine.training.holes import KINDS, Hole, cut_hole
+from infill_engine.data.corpus import DEFAULT_DATA, SourceFile, load_split
+from infill_engine.data.holes import KINDS, Hole, cut_hole
 
 GENEROUS_SPAN = 96
 BATCHED_SPANS = (16, 32, 64)

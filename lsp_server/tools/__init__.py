@@ -1,0 +1,3 @@
+"""The server's own measurements: an LSP client (`client`), the typing benchmark
+(`bench`) and the load test (`loadtest`).
+"""
