@@ -196,7 +196,17 @@ def add_fill_command(sub: Subcommands) -> None:
         "it)",
     )
     fill.add_argument(
-        "--json", action="store_true", help="print the whole result as JSON"
+        "--language",
+        metavar="ID",
+        help="language id for the parse gate, as editors name it (python, typescript, "
+        "typescriptreact, javascript, go, rust; default: from the file's extension)",
+    )
+    fill.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole result as JSON; each candidate's `valid` is the "
+        "language server's parse gate (it adds no syntax error to the file), and "
+        "`parse_gate` names the grammar used (null: none, every candidate valid)",
     )
 
 
@@ -378,7 +388,18 @@ def run_fill(args: argparse.Namespace) -> int:
         print("infill: the range ends before it starts", file=sys.stderr)
         return EXIT_USAGE
     from infill_engine import InfillEngine, InfillRequest, ModelLoadError
+    from infill_engine.tools import grammars
     from infill_engine.tools.visual import CanvasView
+
+    if args.language and args.language not in grammars.GRAMMARS:
+        known = ", ".join(sorted(grammars.GRAMMARS))
+        print(
+            f"infill: no grammar for --language {args.language!r} ({known})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    gate = args.language or grammars.language_of_path(args.file)
+    validate = grammars.fill_check(gate, text[:start], text[end:]) if gate else None
 
     try:
         engine = InfillEngine.load(args.model, args.device, args.trust_remote_code)
@@ -389,7 +410,9 @@ def run_fill(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             refresh_every=args.refresh_every,
         )
-        request = InfillRequest(text[:start], text[end:], args.span, config)
+        request = InfillRequest(
+            text[:start], text[end:], args.span, config, validate=validate
+        )
         view = None
         if args.visual:
             batch = engine.plan(request)
@@ -403,7 +426,11 @@ def run_fill(args: argparse.Namespace) -> int:
         view.finish(result.span_length)
     if args.json:
         print(
-            json.dumps(asdict(result) | {"total_ms": result.timings.total_ms}, indent=2)
+            json.dumps(
+                asdict(result)
+                | {"total_ms": result.timings.total_ms, "parse_gate": gate},
+                indent=2,
+            )
         )
     elif reason is None:
         sys.stdout.write(result.text + ("\n" if not result.text.endswith("\n") else ""))
@@ -509,11 +536,11 @@ def run_concurrency(args: argparse.Namespace, engine: Any, report: dict) -> int:
         return EXIT_USAGE
     backends: dict[str, Any] = {"local": engine}
     if args.backend:
-        from infill_engine.backends import ray_client as remote
+        from infill_engine.backends.connect import BackendError, connect
 
         try:
-            backends[args.backend] = remote.connect(args.backend)
-        except (ValueError, remote.BackendError) as exc:
+            backends[args.backend] = connect(args.backend)
+        except (ValueError, BackendError) as exc:
             print(f"infill: {exc}", file=sys.stderr)
             return EXIT_USAGE
     rows = concurrency.measure(backends, counts, args.per_client)

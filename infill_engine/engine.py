@@ -351,7 +351,7 @@ class InfillEngine:
         t0 = time.perf_counter()
         batch = self._planned(request)
         planned = _Planned(
-            request, batch, _as_callable(cancel), time.perf_counter() - t0
+            request, batch, cancel_check(cancel), time.perf_counter() - t0
         )
         return self._fill_planned([planned], on_step)[0]
 
@@ -379,7 +379,7 @@ class InfillEngine:
             t0 = time.perf_counter()
             batch = self.plan(request)
             planned = _Planned(
-                request, batch, _as_callable(cancel), time.perf_counter() - t0
+                request, batch, cancel_check(cancel), time.perf_counter() - t0
             )
             groups.setdefault(self._shape(planned), []).append((index, planned))
         results: list[InfillResult | None] = [None] * len(items)
@@ -638,7 +638,7 @@ class InfillEngine:
         it; nothing is kept then).
         """
         batch = self._planned(request)
-        stop = self._stoppable(_as_callable(cancel))
+        stop = self._stoppable(cancel_check(cancel))
         with self._lock, torch.inference_mode(), stop:
             before = self._encoded()
             try:
@@ -793,7 +793,8 @@ def suffix_head(suffix: str) -> str:
     return "\n".join(suffix.split("\n")[:_RERANK_LINES])[:_RERANK_CHARS]
 
 
-def _as_callable(cancel: CancelFlag) -> Callable[[], bool]:
+def cancel_check(cancel: CancelFlag) -> Callable[[], bool]:
+    """A cancel flag (None, an Event or a callable) as a callable."""
     if cancel is None:
         return lambda: False
     if isinstance(cancel, threading.Event):

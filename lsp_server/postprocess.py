@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from lsp_server import syntax
+from infill_engine.tools import grammars
 from lsp_server.context import InfillContext
 
 _CLOSERS = ")]}"
@@ -40,17 +40,9 @@ def validator(language_id: str, ctx: InfillContext) -> Callable[[str], bool]:
     window. The window without a candidate is parsed once, here, not per candidate.
     Languages without a grammar accept every candidate.
     """
-    before = syntax.parse(language_id, ctx.prefix + ctx.suffix)
-    if before is None:
-        return lambda raw: True
-    baseline = syntax.error_count(before)
-
-    def parses_as_well(raw: str) -> bool:
-        text = clean(ctx, raw)
-        after = syntax.parse(language_id, ctx.prefix + text + ctx.suffix)
-        return syntax.error_count(after) <= baseline
-
-    return parses_as_well
+    return grammars.fill_check(
+        language_id, ctx.prefix, ctx.suffix, lambda raw: clean(ctx, raw)
+    )
 
 
 NOTHING = "the model gave no code for it"

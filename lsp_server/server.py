@@ -54,9 +54,9 @@ def load_engine(s: settings.Settings) -> InfillEngine:
     from infill_engine.engine import InfillEngine
 
     if parse_backend(s.backend) is not None:
-        from infill_engine.backends import ray_client as remote
+        from infill_engine.backends import connect as backends
 
-        return remote.connect(s.backend)  # type: ignore[return-value]
+        return backends.connect(s.backend)  # type: ignore[return-value]
     return InfillEngine.load(s.model or None, s.device)
 
 
@@ -580,9 +580,9 @@ class InfillServer(LanguageServer):
 
 
 def _backend_failed(exc: BaseException) -> bool:
-    """Whether `exc` is a remote backend's failure (`remote.BackendError`)."""
-    remote = sys.modules.get("infill_engine.backends.ray_client")
-    return remote is not None and isinstance(exc, remote.BackendError)
+    """Whether `exc` is a remote backend's failure (`wire.BackendError`)."""
+    wire = sys.modules.get("infill_engine.backends.wire")
+    return wire is not None and isinstance(exc, wire.BackendError)
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -1,4 +1,5 @@
-"""tree-sitter: grammars per language id, incrementally re-parsed trees, error counts.
+"""tree-sitter for the server: incrementally re-parsed trees per document, line
+comments; the grammars and error counts are `infill_engine.tools.grammars`'.
 
 Trees are kept per document and edited between versions rather than re-parsed from
 scratch. Languages without a grammar (and documents larger than `MAX_PARSE_BYTES`) get
@@ -7,24 +8,19 @@ no tree, and the callers fall back to line-based context.
 
 from __future__ import annotations
 
-import functools
-import importlib
 from dataclasses import dataclass
 
 import tree_sitter as ts
 
+from infill_engine.tools.grammars import (  # noqa: F401 (the server's names for them)
+    GRAMMARS,
+    MAX_PARSE_BYTES,
+    error_count,
+    grammar,
+    parse,
+)
 from lsp_server.documents import Snapshot
 
-# language id (as editors send it) -> grammar name
-GRAMMARS = {
-    "python": "python",
-    "javascript": "javascript",
-    "javascriptreact": "javascript",
-    "typescript": "typescript",
-    "typescriptreact": "tsx",
-    "go": "go",
-    "rust": "rust",
-}
 LINE_COMMENT = {
     "python": "#",
     "shellscript": "#",
@@ -33,46 +29,11 @@ LINE_COMMENT = {
     "toml": "#",
 }
 DEFAULT_LINE_COMMENT = "//"
-MAX_PARSE_BYTES = 2_000_000
-
-
-@functools.cache
-def grammar(language_id: str) -> ts.Language | None:
-    """The tree-sitter language for an editor language id, or None."""
-    name = GRAMMARS.get(language_id)
-    if name is None:
-        return None
-    if name in ("typescript", "tsx"):
-        module = importlib.import_module("tree_sitter_typescript")
-        return ts.Language(getattr(module, f"language_{name}")())
-    return ts.Language(importlib.import_module(f"tree_sitter_{name}").language())
 
 
 def line_comment(language_id: str) -> str:
     """The line-comment prefix of a language ('#' or '//')."""
     return LINE_COMMENT.get(language_id, DEFAULT_LINE_COMMENT)
-
-
-def parse(language_id: str, text: str) -> ts.Tree | None:
-    """Parse `text` from scratch; None without a grammar or when too large."""
-    lang = grammar(language_id)
-    data = text.encode("utf-8", "surrogatepass")
-    if lang is None or len(data) > MAX_PARSE_BYTES:
-        return None
-    return ts.Parser(lang).parse(data)
-
-
-def error_count(tree: ts.Tree | None) -> int:
-    """ERROR and MISSING nodes in a tree (0 for no tree)."""
-    if tree is None:
-        return 0
-    count, stack = 0, [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.is_error or node.is_missing:
-            count += 1
-        stack.extend(c for c in node.children if c.has_error or c.is_missing)
-    return count
 
 
 @dataclass

@@ -355,3 +355,60 @@ def test_the_readme_tells_what_the_command_does():
         assert re.search(rf"\b{status} [a-z]", command_line.split("Exit status")[1])
     assert f"default {cli.DEFAULT_PACE} s" in command_line
     assert f"default {cli.DEFAULT_PACE};" in " ".join(help_text.split())
+
+
+def _adds_errors(language_id: str, prefix: str, fill: str, suffix: str) -> bool:
+    """The server's gate, written out: does the fill add a tree-sitter error?"""
+    import tree_sitter as ts
+    import tree_sitter_python
+
+    parser = ts.Parser(ts.Language(tree_sitter_python.language()))
+
+    def errors(text: str) -> int:
+        tree = parser.parse(text.encode())
+        count, stack = 0, [tree.root_node]
+        while stack:
+            node = stack.pop()
+            count += node.is_error or node.is_missing
+            stack.extend(node.children)
+        return count
+
+    assert language_id == "python"
+    return errors(prefix + fill + suffix) > errors(prefix + suffix)
+
+
+def test_json_valid_is_the_servers_parse_gate(tmp_path, tiny_model_dir):
+    """`valid` says whether each candidate parses in place (it said True for all)."""
+    source = tmp_path / "ex.py"
+    source.write_text(EXAMPLE)
+    spans = [a for n in (3, 6, 9, 12) for a in ("--span", str(n))]
+    args = ["fill", str(source), "--line", "5", "--col", "12", *spans]
+    proc = run(*args, "--model", str(tiny_model_dir), "--device", "cpu", "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["parse_gate"] == "python"
+    prefix, suffix = EXAMPLE[: EXAMPLE.index("total\n", 60)], "total\n"
+    assert (prefix + suffix) == EXAMPLE
+    verdicts = [
+        (c["valid"], not _adds_errors("python", prefix, c["text"], suffix))
+        for c in result["candidates"]
+    ]
+    assert verdicts and all(valid == expected for valid, expected in verdicts)
+    assert any(not valid for valid, _ in verdicts), "the tiny model wrote only code"
+
+
+def test_a_file_without_a_grammar_is_not_gated_and_an_unknown_language_is_refused(
+    tmp_path, tiny_model_dir
+):
+    source = tmp_path / "notes.txt"
+    source.write_text("first line\nsecond line\n")
+    model = ["--model", str(tiny_model_dir), "--device", "cpu"]
+    proc = run("fill", str(source), "--line", "2", "--col", "3", *model, "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["parse_gate"] is None
+    assert all(c["valid"] for c in result["candidates"])
+    proc = run("fill", str(source), "--line", "2", "--col", "3", "--language", "cobol")
+    assert proc.returncode == 2
+    assert "no grammar for --language 'cobol'" in proc.stderr
+    assert "python" in proc.stderr and "Traceback" not in proc.stderr

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from infill_engine import DenoiseConfig, InfillRequest
-from infill_engine.backends import ray_client as remote
+from infill_engine.backends import wire
+from infill_engine.backends.connect import connect
 from infill_engine.backends.urls import parse_backend
 from infill_engine.engine import Candidate, InfillResult, Timings
 from lsp_server import settings
@@ -35,9 +36,7 @@ def test_a_request_and_a_result_travel_whole():
     request = InfillRequest(
         "a = ", "\n", [8, 16], config, validate=str.isidentifier, single_line=True
     )
-    back = remote.request_from_json(
-        json.loads(json.dumps(remote.request_json(request)))
-    )
+    back = wire.request_from_json(json.loads(json.dumps(wire.request_json(request))))
     assert back.single_line
     assert (back.prefix, back.suffix, list(back.span_lengths), back.config) == (
         "a = ",
@@ -61,7 +60,7 @@ def test_a_request_and_a_result_travel_whole():
         7,
     )
     assert (
-        remote.result_from_json(json.loads(json.dumps(remote.result_json(result))))
+        wire.result_from_json(json.loads(json.dumps(wire.result_json(result))))
         == result
     )
 
@@ -79,7 +78,7 @@ def test_validate_ranks_the_returned_candidates_as_the_engine_would():
             Candidate("ok", 16, 0.5, True, True, 1),
         ),
     )
-    ranked = remote.rank(result, str.isidentifier)
+    ranked = wire.rank(result, str.isidentifier)
     assert ranked.text == "ok" and ranked.span_length == 16
     assert [c.valid for c in ranked.candidates] == [True, False]
 
@@ -95,7 +94,7 @@ def test_validate_ranks_the_returned_candidates_as_the_engine_would():
 def test_a_malformed_request_is_refused_with_its_reason(field, value, message):
     data = {"prefix": "a", "suffix": "b", field: value}
     with pytest.raises(ValueError, match=message):
-        remote.request_from_json(data)
+        wire.request_from_json(data)
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -144,7 +143,7 @@ def scripted_backend():
 
 def test_each_failure_is_one_line_naming_the_backend(scripted_backend):
     server, setting = scripted_backend
-    engine = remote.connect(setting, timeout_s=0.5)
+    engine = connect(setting, timeout_s=0.5)
     assert engine.config.max_steps == 4 and engine.canvas_length == 64
     request = InfillRequest("a", "b")
     cases = [
@@ -156,7 +155,7 @@ def test_each_failure_is_one_line_naming_the_backend(scripted_backend):
     ]
     for answer, message in cases:
         server.script = lambda path, answer=answer: answer
-        with pytest.raises(remote.BackendError, match=message) as caught:
+        with pytest.raises(wire.BackendError, match=message) as caught:
             engine.fill(request)
         assert "\n" not in str(caught.value)
 
@@ -164,18 +163,18 @@ def test_each_failure_is_one_line_naming_the_backend(scripted_backend):
 def test_a_refused_connection_and_a_foreign_health_answer_are_clear(scripted_backend):
     server, setting = scripted_backend
     server.script = lambda path: (200, b'{"hello": 1}', 0)
-    with pytest.raises(remote.BackendError, match="not an infill backend"):
-        remote.connect(setting)
+    with pytest.raises(wire.BackendError, match="not an infill backend"):
+        connect(setting)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(remote.BackendError, match="cannot reach"):
-        remote.connect(f"ray:http://127.0.0.1:{port}/infill")
+    with pytest.raises(wire.BackendError, match="cannot reach"):
+        connect(f"ray:http://127.0.0.1:{port}/infill")
 
 
 def test_a_cancelled_request_closes_its_connection(scripted_backend):
     server, setting = scripted_backend
-    engine = remote.connect(setting)
+    engine = connect(setting)
     server.script = lambda path: (200, b"{}", 1.0)
     flag = threading.Event()
     threading.Timer(0.1, flag.set).start()
@@ -196,7 +195,7 @@ async def test_the_editor_hears_once_that_the_backend_failed_and_once_that_it_is
     server, setting = scripted_backend
     health = server.script("/infill/health")
     fill = InfillResult("total", False, 4, 1.0, 16, 0.9)
-    answers = {"fill": (200, json.dumps(remote.result_json(fill)).encode(), 0)}
+    answers = {"fill": (200, json.dumps(wire.result_json(fill)).encode(), 0)}
     server.script = lambda path: health if path.endswith("/health") else answers["fill"]
     s = Session()
     await s.start("--backend", setting)
@@ -208,7 +207,7 @@ async def test_the_editor_hears_once_that_the_backend_failed_and_once_that_it_is
         answers["fill"] = (503, b"Service Unavailable", 0)
         for _ in range(3):
             assert not (await s.inline("file:///w/a.py", 1, 4)).items
-        answers["fill"] = (200, json.dumps(remote.result_json(fill)).encode(), 0)
+        answers["fill"] = (200, json.dumps(wire.result_json(fill)).encode(), 0)
         back = await s.inline("file:///w/a.py", 1, 4)
         assert [i.insert_text for i in back.items] == ["total"]
         said = [(m.type, m.message) for m in s.messages]

@@ -19,7 +19,8 @@ from lsprotocol import types
 from test_lsp_e2e import SOURCE
 
 from infill_engine import DenoiseConfig, InfillEngine, InfillRequest
-from infill_engine.backends import ray_client as remote
+from infill_engine.backends import wire
+from infill_engine.backends.connect import connect
 from lsp_server.tools.client import Session
 
 pytestmark = pytest.mark.slow
@@ -85,7 +86,7 @@ async def editor(setting: str) -> Session:
 
 def test_a_remote_fill_is_the_local_engines_fill(backend, model_dir):
     setting, _ = backend
-    engine = remote.connect(setting)
+    engine = connect(setting)
     local = InfillEngine.load(str(model_dir), device="cpu")
     assert engine.config == local.config
     assert engine.placement.describe().startswith("ray http://127.0.0.1:")
@@ -116,7 +117,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_fill(
         )
         for i in range(len(lines))
     ] * 2
-    engine = remote.connect(setting)
+    engine = connect(setting)
     with ThreadPoolExecutor(len(requests)) as pool:
         there = list(pool.map(engine.fill, requests))
     local = InfillEngine.load(str(model_dir), device="cpu")
@@ -124,12 +125,12 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_fill(
     assert [r.text for r in there] == [r.text for r in here]
     assert [r.span_length for r in there] == [r.span_length for r in here]
     health = setting.removeprefix("ray:") + "/health"
-    largest = max(remote.call(health, None, 10.0)["largest_batch"] for _ in range(8))
+    largest = max(wire.call(health, None, 10.0)["largest_batch"] for _ in range(8))
     assert largest > 1  # requests did run together
 
 
 def test_a_superseded_remote_request_comes_back_cancelled_at_once(backend):
-    engine = remote.connect(backend[0])
+    engine = connect(backend[0])
     started = time.perf_counter()
     result = engine.fill(InfillRequest("x = ", "\n"), cancel=lambda: True)
     assert result.cancelled and not result.text

@@ -15,7 +15,8 @@ from lsprotocol import types
 from vllm_test_server import SERVED_NAME, VllmTestServer
 
 from infill_engine import DenoiseConfig, InfillRequest
-from infill_engine.backends import ray_client as remote
+from infill_engine.backends import wire
+from infill_engine.backends.connect import connect
 from infill_engine.backends.urls import parse_backend, vllm_target
 from infill_engine.backends.vllm_client import VllmEngine
 from infill_engine.core.canvas import cut_at_end_of_span
@@ -55,7 +56,7 @@ def setting_for(srv, model_dir, canvas=64, model=SERVED_NAME) -> str:
 
 @pytest.fixture
 def engine(server, tiny_model_dir):
-    return remote.connect(setting_for(server, tiny_model_dir), timeout_s=5.0)
+    return connect(setting_for(server, tiny_model_dir), timeout_s=5.0)
 
 
 def ids(tok, text):
@@ -104,7 +105,7 @@ def test_the_setting_names_the_server_the_model_and_the_tokenizer():
 
 
 def test_a_supporting_server_passes_the_startup_check(server, tiny_model_dir):
-    engine = remote.connect(setting_for(server, tiny_model_dir))
+    engine = connect(setting_for(server, tiny_model_dir))
     assert isinstance(engine, VllmEngine)
     assert engine.canvas_length == 64 and engine.config == DenoiseConfig()
     assert engine.placement.describe() == (
@@ -122,8 +123,8 @@ def test_a_server_that_ignores_the_pins_is_refused_with_the_reason(
 ):
     legacy = VllmTestServer(tiny_model, tiny_tokenizer, legacy=True).start()
     try:
-        with pytest.raises(remote.BackendError) as caught:
-            remote.connect(setting_for(legacy, tiny_model_dir))
+        with pytest.raises(wire.BackendError) as caught:
+            connect(setting_for(legacy, tiny_model_dir))
         message = str(caught.value)
         assert "does not support diffusion pinning" in message
         assert "diffusion_pinned in vllm_xargs" in message and "\n" not in message
@@ -133,13 +134,13 @@ def test_a_server_that_ignores_the_pins_is_refused_with_the_reason(
 
 
 def test_the_canvas_length_must_be_the_served_one(server, tiny_model_dir):
-    with pytest.raises(remote.BackendError) as caught:
-        remote.connect(setting_for(server, tiny_model_dir, canvas=32))
+    with pytest.raises(wire.BackendError) as caught:
+        connect(setting_for(server, tiny_model_dir, canvas=32))
     message = str(caught.value)
     assert "does not serve a canvas of 32 positions" in message
     assert "exactly 64 ids" in message and "canvas_length" in message
-    with pytest.raises(remote.BackendError, match="HTTP 404.*does not exist"):
-        remote.connect(setting_for(server, tiny_model_dir, model="other"))
+    with pytest.raises(wire.BackendError, match="HTTP 404.*does not exist"):
+        connect(setting_for(server, tiny_model_dir, model="other"))
 
 
 def test_a_server_without_a_canvas_setting_serves_the_default_32(
@@ -147,7 +148,7 @@ def test_a_server_without_a_canvas_setting_serves_the_default_32(
 ):
     srv = VllmTestServer(tiny_model, tiny_tokenizer, canvas_length=None).start()
     try:
-        engine = remote.connect(f"vllm:{srv.url}?tokenizer={tiny_model_dir}")
+        engine = connect(f"vllm:{srv.url}?tokenizer={tiny_model_dir}")
         assert engine.canvas_length == 32
         result = engine.fill(InfillRequest(PREFIX, SUFFIX, [8, 64]))
         sent = srv.requests[1:]
@@ -303,28 +304,28 @@ def test_rows_rank_complete_first_then_by_check(server, engine, tiny_tokenizer):
 )
 def test_each_failure_is_one_line(server, engine, status, body, message):
     server.fail = (status, body)
-    with pytest.raises(remote.BackendError, match=message) as caught:
+    with pytest.raises(wire.BackendError, match=message) as caught:
         engine.fill(InfillRequest(PREFIX, SUFFIX, [8, 16]))
     assert "\n" not in str(caught.value)
 
 
 def test_a_slow_server_times_out_and_a_gone_one_is_unreachable(server, tiny_model_dir):
-    engine = remote.connect(setting_for(server, tiny_model_dir), timeout_s=0.5)
+    engine = connect(setting_for(server, tiny_model_dir), timeout_s=0.5)
     server.delay = 2.0
     started = time.perf_counter()
-    with pytest.raises(remote.BackendError, match="no answer from .* within 0.5 s"):
+    with pytest.raises(wire.BackendError, match="no answer from .* within 0.5 s"):
         engine.fill(InfillRequest(PREFIX, SUFFIX, [8, 16]))
     assert time.perf_counter() - started < 2.0
     server.delay = 0.0
     server.stop()
-    with pytest.raises(remote.BackendError, match="cannot reach") as caught:
+    with pytest.raises(wire.BackendError, match="cannot reach") as caught:
         engine.fill(InfillRequest(PREFIX, SUFFIX))
     assert "\n" not in str(caught.value)
     nowhere = f"vllm:http://127.0.0.1:{free_port()}?tokenizer={tiny_model_dir}"
-    with pytest.raises(remote.BackendError, match="cannot reach"):
-        remote.connect(nowhere)
-    with pytest.raises(remote.BackendError, match="cannot load the tokenizer"):
-        remote.connect(f"vllm:http://127.0.0.1:{free_port()}?tokenizer=/no/such/dir")
+    with pytest.raises(wire.BackendError, match="cannot reach"):
+        connect(nowhere)
+    with pytest.raises(wire.BackendError, match="cannot load the tokenizer"):
+        connect(f"vllm:http://127.0.0.1:{free_port()}?tokenizer=/no/such/dir")
 
 
 def test_a_cancelled_fill_comes_back_empty_at_once_and_closes_its_requests(
@@ -390,9 +391,9 @@ def test_what_travels_is_json_and_nothing_else(server, engine):
 def test_floor_decoding_is_refused_with_the_reason(server, tiny_model_dir):
     """vLLM reads the canvas bidirectionally: it cannot give the floor, and says so
     instead of answering with another decoding."""
-    engine = remote.connect(setting_for(server, tiny_model_dir))
+    engine = connect(setting_for(server, tiny_model_dir))
     asked = len(server.requests)
     floor = DenoiseConfig(decoding="floor")
-    with pytest.raises(remote.BackendError, match="floor decoding"):
+    with pytest.raises(wire.BackendError, match="floor decoding"):
         engine.fill(InfillRequest("a = ", "\n", [8], floor))
     assert len(server.requests) == asked  # nothing was sent

@@ -2,7 +2,7 @@
 for the `vllm` backend's contract tests (vLLM itself does not run here).
 
     server = VllmTestServer(model, tokenizer, canvas_length=64).start()
-    engine = remote.connect(f"vllm:{server.url}?tokenizer=DIR&canvas=64")
+    engine = connect(f"vllm:{server.url}?tokenizer=DIR&canvas=64")
     server.stop()
 
 `POST /v1/completions` keeps vLLM's rules for what it reads:

@@ -15,8 +15,8 @@ one-thread replicas at 16 clients, batches of up to 4 answered 2.84 requests a s
 against 2.36 one at a time (p95 6.1 s against 7.3 s). The default is 8 on CUDA and 4 on
 a CPU. Requests beyond a replica's batch wait in Ray's queue.
 
-    POST {route}          a request as `remote.request_json` writes it; answers
-                          `remote.result_json` (HTTP 400 with a reason for a bad one)
+    POST {route}          a request as `wire.request_json` writes it; answers
+                          `wire.result_json` (HTTP 400 with a reason for a bad one)
     GET  {route}/health   the model, device, canvas length and denoising defaults
 
 An editor reaches it with `infill.backend` = `ray:http://HOST:PORT{route}`. A client
@@ -46,7 +46,7 @@ BATCH_WAIT_S = 0.005
 
 
 class InfillReplica:
-    """One replica: a resident engine answering `remote` requests."""
+    """One replica: a resident engine answering `wire` requests."""
 
     def __init__(
         self, model: str | None, device: str, threads: int, max_batch: int = 1
@@ -84,12 +84,12 @@ class InfillReplica:
         """Route a Starlette request: the health endpoint or one fill."""
         from starlette.responses import JSONResponse
 
-        from infill_engine.backends import ray_client as remote
+        from infill_engine.backends import wire
 
         if http_request.url.path.rstrip("/").endswith("/health"):
             return self.health()
         try:
-            request = remote.request_from_json(await http_request.json())
+            request = wire.request_from_json(await http_request.json())
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         stale = threading.Event()
@@ -103,7 +103,7 @@ class InfillReplica:
             # its next step.
             stale.set()
             raise
-        return remote.result_json(result)
+        return wire.result_json(result)
 
     async def _fill_batch(self, items: list[tuple[Any, threading.Event]]) -> list[Any]:
         """Requests gathered by Ray Serve, run as one canvas batch."""

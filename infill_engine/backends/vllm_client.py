@@ -1,78 +1,16 @@
-"""The `vllm` backend: a DiffusionGemma checkpoint served by vLLM, the canvas seeded and
-pinned by this client.
+"""The `vllm` backend: a DiffusionGemma checkpoint served by vLLM, the canvas seeded
+and pinned by this client.
 
-    engine = remote.connect("vllm:http://gpu-box:8000?tokenizer=/models/dg&canvas=256")
+    engine = connect("vllm:http://gpu-box:8000?tokenizer=/models/dg&canvas=256")
 
-UNTESTED AGAINST A REAL vLLM. vLLM does not run on the machines this project is tested
-on; the tests run this client against `tests/vllm_test_server.py`, a stand-in that keeps
-the request rules below with a tiny DiffusionGemma. Until someone runs it against a vLLM
-server on a GPU, treat this path as unproven.
-
-What vLLM offers (a build whose DiffusionGemma takes these `vllm_xargs` on
-`/v1/completions`; requests are checked by `validate_diffusion_sampling_params` in
-vLLM's `vllm/utils/diffusion.py`, and the fields are described in
-`examples/features/structured_diffusion/README.md`):
-
-* `diffusion_seed_canvas`: exactly canvas-length token ids, the canvas denoising starts
-  from instead of random ids;
-* `diffusion_pinned`: canvas positions held at their seed on every denoising step;
-* `diffusion_max_steps`: the step cap (`DenoiseConfig.max_steps` here).
-
-That is this project's canvas (`canvas.plan_canvas`): the prompt is BOS and the prefix
-head, the canvas is [prefix tail | span slots | suffix head | padding], and everything
-but the span slots is pinned. The slots hold uniform random ids, DiffusionGemma's noise.
-One request per span length, sent at once; the best row wins as in the engine: complete
-first, then confidence (the mean probability of its tokens, from the returned logprobs;
-without them the first row).
-
-The request, as vLLM's example client sends one (`structured_server.py`, in the same
-examples folder): `prompt` is a list of token ids (taken as they are, no BOS added),
-`max_tokens` is the canvas length (one canvas is emitted, then the request ends),
-`ignore_eos` keeps an end-of-span token from ending the output early, and
-`return_token_ids` asks for the emitted ids in `choices[0].token_ids` (vLLM's
-`CompletionResponseChoice`, `vllm/entrypoints/openai/completion/protocol.py`).
-`logprobs: 0` with `return_tokens_as_token_ids` also returns them as 'token_id:N'
-strings in `choices[0].logprobs.tokens`, with their log-probabilities: the form the
-example client reads. Either form is accepted.
-
-The prefix's last token is not healed (the engine's `heal_last_token`): these fields
-pin tokens but cannot hold one slot to tokens that start with a given text.
-
-Nor can it decode with the left-to-right floor (`loop.decode_floor`, the default
-model's `decoding: floor`): vLLM's DiffusionGemma reads the whole canvas
-bidirectionally, with no rows that attend causally and no per-step drafts, so a
-request asking for floor decoding is refused with a `BackendError`. What it can do:
-diffusion over a pinned canvas, one request per span length, vLLM's own batching.
-
-The returned canvas holds the model's argmax at every position, pinned ones included:
-what comes back at a pinned position is not the seed. The middle is cut out here: the
-span positions only, up to the first end-of-span (EOS) token, decoded by the tokenizer.
-
-Seen in vLLM's code: a finished canvas is emitted whole and in order, the argmax at
-every position (`_compiled_sample_step` in `vllm/model_executor/models/
-diffusion_gemma.py`), and the example client reads the returned rows by canvas
-position. Assumed, not seen (the model file found predates the pins): that a pinned
-canvas is emitted the same way; that `token_logprobs` comes back for a request that is
-not `diffusion_read_only`; and that `ignore_eos` with `max_tokens` = canvas length ends
-the request after one canvas. `diffusion_read_only` is not sent: it runs to the step
-cap, where an ordinary request stops as soon as the canvas is stable and confident.
-`steps` in a result is the step cap sent (vLLM does not say how many steps it ran).
-
-Builds without the feature ignore unknown `vllm_xargs`, and would return an unpinned
-canvas. So `VllmEngine` checks the server first: it sends a seeded canvas with an
-impossible pinned position (-1), which a supporting server refuses with HTTP 400 naming
-`diffusion_pinned`. A 200 means the fields were ignored, and the connection is refused
-with a message that says so; a 400 about the seed's length means the `canvas` in the
-setting is not the served canvas length.
-
-The setting (`backend.vllm_target`):
-
-    vllm:http://HOST:PORT?tokenizer=PATH[&model=NAME][&canvas=N]
-
-`tokenizer` is a local checkpoint directory (or tokenizer path) of the served model;
-its `generation_config.json` and `config.json`, where present, give the default step
-cap and the end-of-span ids. `model` is the served model's name (omitted: the server's
-only model). `canvas` is the server's `--diffusion-config` canvas_length (default 32).
+UNTESTED AGAINST A REAL vLLM: the tests run it against `tests/vllm_test_server.py`, a
+stand-in that keeps vLLM's request rules with a tiny DiffusionGemma. It sends the
+project's canvas (`canvas.plan_canvas`) as `diffusion_seed_canvas` with everything but
+the span pinned (`diffusion_pinned`), one request per span length, and ranks the rows
+as the engine does. It cannot heal the prefix's last token, and refuses floor decoding
+(vLLM reads the whole canvas bidirectionally) with a `BackendError`. It probes the
+server first and refuses one that ignores the pins. What it sends, what it reads back
+and what it assumes without having seen it: docs/vllm.md.
 """
 
 from __future__ import annotations
@@ -87,14 +25,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from infill_engine.backends.ray_client import (
+from infill_engine.backends.urls import vllm_target
+from infill_engine.backends.wire import (
     DEFAULT_TIMEOUT_S,
     BackendError,
     RemotePlacement,
     call,
     rank,
 )
-from infill_engine.backends.urls import vllm_target
 from infill_engine.core.canvas import CanvasBatch, cut_at_end_of_span
 from infill_engine.core.config import DenoiseConfig
 from infill_engine.engine import (
@@ -105,7 +43,7 @@ from infill_engine.engine import (
     InfillRequest,
     InfillResult,
     Timings,
-    _as_callable,
+    cancel_check,
     plan_request,
     ranked,
 )
@@ -245,7 +183,7 @@ class VllmEngine:
     ) -> InfillResult:
         """Fill the hole on the server; an empty cancelled result when `cancel` was
         set before every answer came (the connections are closed)."""
-        stale = _as_callable(cancel)
+        stale = cancel_check(cancel)
         config = request.config or self.config
         if config.decoding == "floor":
             raise BackendError(
@@ -457,7 +395,7 @@ def _first(*values: Any) -> int:
 
 
 def _status_and_reason(message: str) -> tuple[int | None, str]:
-    """The status and the server's own words in a `remote.call` error ("URL answered
+    """The status and the server's own words in a `wire.call` error ("URL answered
     HTTP 400: BODY"): a JSON error body's message where it has one."""
     head, sep, body = message.partition(" answered HTTP ")
     if not sep:

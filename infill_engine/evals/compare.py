@@ -37,7 +37,6 @@ never used to tune it.
 from __future__ import annotations
 
 import argparse
-import ast
 import functools
 import json
 import random
@@ -52,21 +51,13 @@ import torch
 
 from infill_engine.data.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.data.holes import Hole, cut_line
+from infill_engine.evals.evaluate import parses
 
 MAX_LINE_TOKENS = 48
 SETS = ("heldout", "independent", "polyglot")
 
 Filler = Callable[[Hole], str]
 Parses = Callable[[str], bool]
-
-
-def parses(source: str) -> bool:
-    """Whether Python source parses."""
-    try:
-        ast.parse(source)
-    except (SyntaxError, ValueError):
-        return False
-    return True
 
 
 def line_holes(

@@ -17,8 +17,6 @@ tree-sitter grammar the language server uses finds no syntax error in the file.
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib
 import io
 import json
 import subprocess
@@ -32,6 +30,7 @@ from infill_engine.data.corpus import (
     SourceFile,
     deduplicate,
 )
+from infill_engine.tools import grammars
 
 # (registry, name, version, SPDX licence, folder of sources in the package)
 PACKAGES = (
@@ -124,21 +123,10 @@ def build(data: Path) -> dict[str, int]:
     return counts
 
 
-@functools.cache
-def _parser(language: str) -> object:
-    import tree_sitter as ts
-
-    if language == "typescript":
-        module = importlib.import_module("tree_sitter_typescript")
-        return ts.Parser(ts.Language(module.language_typescript()))
-    module = importlib.import_module(f"tree_sitter_{language}")
-    return ts.Parser(ts.Language(module.language()))
-
-
 def parses(language: str, text: str) -> bool:
     """Whether the language's tree-sitter grammar finds no syntax error in `text`."""
-    tree = _parser(language).parse(text.encode("utf-8"))  # type: ignore[attr-defined]
-    return not tree.root_node.has_error
+    tree = grammars.parse(language, text)
+    return tree is not None and not tree.root_node.has_error
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,8 @@ user pauses after each suggestion does; the holes are the same for every backend
 file and engine sources). Measured per backend and client count, in one run: requests,
 throughput, p50/p95/max latency, empty answers (counted apart: an empty answer is not a
 fast one) and errors. `local` is the engine in this process, shared by the clients as
-one language server shares it; a remote backend is reached through `remote.connect`.
+one language server shares it; a remote backend is reached through
+`backends.connect.connect`.
 """
 
 from __future__ import annotations
