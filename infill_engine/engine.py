@@ -191,7 +191,7 @@ def plan_request(
 ) -> CanvasBatch:
     """Tokenize the texts around the hole and lay out one canvas per span length (the
     request's, else `default_spans`), as the engine does; a remote client that seeds
-    a server's canvas (`vllm_backend`) lays it out the same way.
+    a server's canvas (`backends.vllm_client`) lays it out the same way.
 
     `heal` takes the prefix's ids and returns the ids to pin and the text left off
     (`CanvasBatch.healed`). `floor`: lay it out for floor decoding (one row, the

@@ -105,3 +105,9 @@ def test_short_and_non_ascii_prefixes_fill(engine, prefix):
     assert prefix.endswith(batch.healed)
     result = engine.fill(request)
     assert result.steps > 0 and not result.cancelled
+
+
+def test_token_texts_are_the_tokenizers_own_decode(healing, tiny_tokenizer):
+    """The fast table is what `batch_decode` gives, token for token."""
+    ids = [[i] for i in range(len(tiny_tokenizer))]
+    assert healing.texts == tiny_tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -1,7 +1,7 @@
 """The span slots a single-line fill tries, as one batch of rows.
 
 The language server asks for these at a line, and the concurrency benchmark and the
-line-fill eval (`training.compare`) ask for the same, so they measure what a user gets.
+line-fill eval (`evals.compare`) ask for the same, so they measure what a user gets.
 This module imports nothing, so the language server reads it without loading torch.
 
 One row of 16 slots. A second row of 24 (16, 24) cost 40-60 % more time a fill and

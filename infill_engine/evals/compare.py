@@ -7,7 +7,7 @@ flatter it, measured in one run on the same holes.
 
 The held-out sets: `heldout` (Python files never trained on, `rich` among them),
 `independent` (`sortedcontainers`) and `polyglot` (TypeScript, JavaScript, Go and
-Rust from npm and Debian packages, `training.polyglot`, an equal share of holes per
+Rust from npm and Debian packages, `evals.polyglot`, an equal share of holes per
 language). `--n` single-line holes are cut per set by `holes.cut_line`: the rest of a
 line from a random column, or the whole line after its indent, as when the cursor is
 at the end of what has been typed. Each hole is filled by:

@@ -50,7 +50,7 @@ KEPT_TOKENS = PACKAGE_DIR / "adapter" / "kept_tokens.json"
 LICENCE_DIR = PACKAGE_DIR / "adapter"
 # Engine defaults written as the built model's infill.json. Floor decoding reads the
 # prefix as the base does, so it gets as much of it as the left-to-right baseline of
-# `training.compare` (576 tokens; the prompt is cut 32 tokens at a time, so at most
+# `evals.compare` (576 tokens; the prompt is cut 32 tokens at a time, so at most
 # 608 keeps at least 576): a cold prompt costs one prefill, which the prefill store
 # then reuses from keystroke to keystroke. Drafts of up to 6 tokens from the prefix
 # and suffix are checked per forward (greedy: the base's argmax, token for token).

@@ -28,6 +28,7 @@ from typing import Any
 
 from lsprotocol import types
 
+from infill_engine.tools.progress import Phases
 from lsp_server.context import PREFIX_CHARS
 from lsp_server.tools.client import Session
 
@@ -35,6 +36,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Typing in the long file starts this far in: past the server's prefix budget, so the
 # context window moves with the cursor, as it does in most real files.
 LONG_FILE_AFTER = PREFIX_CHARS + 2000
+# A bar per phase on stderr; every measured request steps it.
+PHASES = Phases(" req")
 # VS Code asks for an inline suggestion about this long after a keystroke.
 EDITOR_DEBOUNCE_S = 0.05
 # A fast typist: a key every 100 ms (120 words a minute), a pause after each word.
@@ -141,6 +144,7 @@ async def sample(
     figures["items"] = (
         len(getattr(result, "items", ()) or ()) if result is not None else 0
     )
+    PHASES.step()
     return figures
 
 
@@ -282,6 +286,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         session.open(uri, text)
         spots = positions(text, args.per_kind)
+        requests = sum(map(len, spots.values()))
+        requests += len(spots["single-line"][: args.rewrites])
+        PHASES.start(f"LSP requests in {path.name}", requests)
         for places in spots.values():
             for line, char in places:
                 request = session.inline(uri, line, char)
@@ -298,6 +305,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             request = session.client.code_action_resolve_async(action)
             samples.append(await measure(session, None, request, uri))
+    PHASES.start("LSP typing, keystroke by keystroke")
     samples += await typing(session, args.typing, EXAMPLES / "stats.py", "typing")
     # Deep in a long module, where the prefix is longer than the context budget.
     long_file = max(workload_files(), key=lambda f: f.stat().st_size)
@@ -319,9 +327,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "typing fast, long file (after a word)",
         after=LONG_FILE_AFTER,
     )
+    PHASES.start("LSP first keystrokes", args.per_kind)
     samples += await first_keystrokes(
         session, args.per_kind, long_file, "first keystroke, long file"
     )
+    PHASES.close()
     await session.stop()
     kinds = sorted({s["kind"] for s in samples})
     return {
