@@ -30,15 +30,15 @@ def test_summary_latency_counts_every_request_splits_only_engine_runs():
     assert out["p50_ms"] == 100.0 and out["max_ms"] == 120.0
     assert out["prefill_ms"] == 12.0 and out["steps"] == 3.0
     assert out["queue_ms"] == 4.0
-    from infill_engine.cli import format_lsp
+    from infill_engine.tools.bench import format_lsp
 
     row = format_lsp({"typing": out})[-1]
     assert row.startswith("| typing | 3 (2) | 100 |") and "| 4 | 12 |" in row
 
 
 def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):
-    from infill_engine.cli import format_report
     from infill_engine.tools import bench as engine_bench
+    from infill_engine.tools.bench import format_report
 
     saved = tiny_engine.config
     tiny_engine.config = saved.with_overrides(refresh_every=0)

@@ -1,6 +1,6 @@
 """Engine benchmarks: step overhead against a bare forward, and diffusion against
 token-by-token autoregression on a causal model of the same size, each measured in one
-run.
+run; `format_report` prints what `infill bench` measured as tables.
 """
 
 from __future__ import annotations
@@ -251,3 +251,101 @@ def versus_llama_cpp(engine: InfillEngine, new_tokens: int = 32) -> dict[str, An
         "engine_ms_per_token": engine_ms / written,
         "ratio_per_token": (engine_ms / written) / (llama_ms / new_tokens),
     }
+
+
+def format_report(report: dict) -> str:
+    """The benchmark as Markdown tables."""
+    o, ar = report["overhead"], report["vs_autoregressive"]
+    lines = [
+        "| engine | ms |",
+        "| --- | --- |",
+        f"| bare forward (transformers, whole canvas) | {o['bare_forward_ms']:.1f} |",
+        f"| engine step, full (span window) | {o['engine_step_ms']:.1f} |",
+        "| engine step, full (whole-canvas window) | "
+        f"{o['engine_step_exact_ms']:.1f} |",
+        f"| engine step as configured (refresh every {o['refresh_every']}) "
+        f"| {o['configured_step_ms']:.1f} |",
+        f"| overhead ratio, engine / bare | {o['overhead_ratio']:.2f} "
+        f"(whole canvas {o['overhead_ratio_exact']:.2f}) |",
+        "",
+        f"| span of {ar['new_tokens']} | tokens | ms | ms/token | forwards "
+        "| tokens/forward |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| autoregressive (causal twin, KV cache) | {ar['new_tokens']} "
+        f"| {ar['autoregressive_ms']:.0f} | {ar['autoregressive_ms_per_token']:.1f} "
+        f"| {ar['autoregressive_forwards']} | 1.00 |",
+        f"| this engine | {ar['diffusion_tokens']} | {ar['diffusion_ms']:.0f} "
+        f"| {ar['diffusion_ms_per_token']:.1f} | {ar['diffusion_steps']} "
+        f"| {ar['diffusion_tokens_per_forward']:.2f} |",
+        f"| speed-up per token, AR / engine | {ar['speedup']:.2f} | | | | |",
+    ]
+    lc = report.get("vs_llama_cpp", {})
+    if "skipped" in lc:
+        lines += ["", f"llama.cpp side by side skipped: {lc['skipped']}"]
+    elif lc:
+        lines += [
+            "",
+            f"| same base, prompt of {lc['prompt_tokens']} tokens, cold, "
+            f"{lc['threads']} thread(s) | tokens | ms | ms/token |",
+            "| --- | --- | --- | --- |",
+            f"| llama.cpp, left to right | {lc['new_tokens']} "
+            f"| {lc['llama_cpp_ms']:.0f} | {lc['llama_cpp_ms_per_token']:.1f} |",
+            f"| this engine | {lc['engine_tokens']} | {lc['engine_ms']:.0f} "
+            f"| {lc['engine_ms_per_token']:.1f} |",
+            f"| engine / llama.cpp per token | {lc['ratio_per_token']:.2f} | | |",
+        ]
+    line = report.get("lsp", {}).get("single-line", {})
+    if line.get("requests"):
+        tokens = line["steps"] * line["tokens_per_forward"]
+        twin = tokens * ar["autoregressive_ms_per_token"]
+        lines += [
+            "",
+            "| single-line request through LSP | ms |",
+            "| --- | --- |",
+            f"| p50, this engine ({tokens:.1f} tokens on average) "
+            f"| {line['p50_ms']:.0f} |",
+            f"| the causal twin writing as many tokens | {twin:.0f} |",
+        ]
+    if "hardware" in report:
+        h = report["hardware"]
+        lines += [
+            "",
+            f"| hardware mode: {h['architecture']}, {h['parameters'] / 1e9:.2f}B "
+            f"random weights, {h['device']}, {h['steps']} steps | value |",
+            "| --- | --- |",
+            f"| ms per denoising step | {h['ms_per_step']:.2f} |",
+            f"| tokens/s (one {h['canvas_length']}-token canvas, prefill included) "
+            f"| {h['tokens_per_s']:.0f} |",
+            f"| weights touched per step | {h['bytes_per_step'] / 1e9:.2f} GB |",
+            f"| copy bandwidth | {h['copy_bandwidth_gb_s']:.0f} GB/s |",
+            f"| bandwidth bound per step | {h['bandwidth_bound_ms_per_step']:.2f} ms |",
+            f"| step time as a fraction of the bound | {h['fraction_of_bound']:.2f} |",
+            f"| transformers generate: ms per step ({h['reference_steps']} steps) "
+            f"| {h['reference_ms_per_step']:.2f} |",
+            f"| transformers generate: tokens/s | {h['reference_tokens_per_s']:.0f} |",
+            f"| ours / generate speed-up | {h['speedup_vs_reference']:.2f} |",
+        ]
+    if "lsp" in report:
+        lines += ["", *format_lsp(report["lsp"])]
+    return "\n".join(lines)
+
+
+def format_lsp(lsp: dict) -> list[str]:
+    """The LSP part of the benchmark: one Markdown table row per request kind."""
+    lines = [
+        "| LSP request | n (engine ran) | p50 ms | p95 ms | max ms | steps "
+        "| tok/fwd | queue | prefill | denoise | post | protocol |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, r in lsp.items():
+        if not r.get("requests"):
+            continue
+        lines.append(
+            f"| {kind} | {r['requests']} ({r.get('engine_runs', r['requests'])}) "
+            f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+            f"{r['max_ms']:.0f} | {r['steps']:.1f} | "
+            f"{r['tokens_per_forward']:.2f} | {r.get('queue_ms', 0.0):.0f} | "
+            f"{r['prefill_ms']:.0f} | {r['denoise_ms']:.0f} | "
+            f"{r['postprocess_ms']:.0f} | {r['protocol_ms']:.0f} |"
+        )
+    return lines
