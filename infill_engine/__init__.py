@@ -1,7 +1,10 @@
 """Diffusion infilling engine: fill a span between a prefix and a suffix with
 DiffusionGemma.
 
-Knows nothing of editors or syntax trees: strings, token ids and tensors only.
+The fill path (`core`, `model`, `engine`, `backends`) knows nothing of editors or syntax
+trees: strings, token ids and tensors only. One module above it, `tools.grammars`,
+imports tree-sitter: the parse check that `infill fill`, the evaluations and the
+language server share. Nothing in the package imports the language server.
 
 The public names are imported on first use (PEP 562): importing the package, or a
 torch-free module of it such as `infill_engine.cli`, does not import torch and
