@@ -67,6 +67,11 @@ class InfillRequest:
         validate: optional check of a candidate's text; valid candidates rank first.
         single_line: the fill ends at its first line break (a line span); floor
             decoding stops there instead of writing lines no one reads.
+        context: text read before the prefix, from other files (the server's
+            cross-file chunks): it opens the prompt, at most `context_tokens` tokens of
+            it (its start is cut first), and the prefix fills the rest of the prompt.
+        context_tokens: the most prompt tokens `context` may take; 0: half the
+            engine's prompt.
     """
 
     prefix: str
@@ -75,6 +80,8 @@ class InfillRequest:
     config: DenoiseConfig | None = None
     validate: Callable[[str], bool] | None = None
     single_line: bool = False
+    context: str = ""
+    context_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,8 @@ def plan_request(
     if len(prefix) > prefix_chars:
         prefix = prefix[round_up(len(prefix) - prefix_chars, _CHAR_STEP) :]
     suffix_ids = encode(request.suffix[: canvas_length * _CHARS_PER_TOKEN])
+    context_ids = _context_ids(request, encode, max_prompt_tokens)
+    max_prompt_tokens -= len(context_ids)
     prefix_ids, healed = encode(prefix), ""
     if heal is not None:
         prefix_ids, healed = heal(prefix_ids)
@@ -230,7 +239,7 @@ def plan_request(
             _PROMPT_STEP,
             max(readout_shift, 1),
         )
-        return replace(batch, healed=healed) if healed else batch
+        return _with_context(batch, context_ids, healed)
     batch = plan_canvas(
         prefix_ids,
         suffix_ids,
@@ -242,7 +251,32 @@ def plan_request(
         _PROMPT_STEP,
         readout_shift,
     )
-    return replace(batch, healed=healed) if healed else batch
+    return _with_context(batch, context_ids, healed)
+
+
+def _context_ids(
+    request: InfillRequest, encode: Callable[[str], list[int]], max_prompt_tokens: int
+) -> list[int]:
+    """The request's cross-file context as prompt tokens, its end kept (the part
+    nearest the prefix), within its budget and half the prompt at most."""
+    if not request.context:
+        return []
+    cap = max_prompt_tokens // 2
+    budget = min(request.context_tokens or cap, cap)
+    text = request.context[-budget * _CHARS_PER_TOKEN :]
+    return encode(text)[-budget:] if budget > 0 else []
+
+
+def _with_context(
+    batch: CanvasBatch, context_ids: list[int], healed: str
+) -> CanvasBatch:
+    """`batch` with `context_ids` right after the prompt's BOS, and `healed` set."""
+    changes: dict[str, Any] = {"healed": healed} if healed else {}
+    if context_ids:
+        prompt = batch.prompt_ids
+        ids = torch.tensor([context_ids], dtype=prompt.dtype)
+        changes["prompt_ids"] = torch.cat([prompt[:, :1], ids, prompt[:, 1:]], dim=1)
+    return replace(batch, **changes) if changes else batch
 
 
 class InfillEngine:
@@ -655,7 +689,13 @@ class InfillEngine:
 
     def _planned(self, request: InfillRequest) -> CanvasBatch:
         """`plan`, kept for the last texts planned (a `warm`, then its `fill`)."""
-        key = (request.prefix, request.suffix, tuple(request.span_lengths or ()))
+        key = (
+            request.context,
+            request.context_tokens,
+            request.prefix,
+            request.suffix,
+            tuple(request.span_lengths or ()),
+        )
         last = self._last_plan
         if last is not None and last[0] == key:
             return last[1]

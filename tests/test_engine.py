@@ -106,6 +106,27 @@ def test_long_prefix_goes_to_the_encoder_up_to_the_prompt_limit(tiny_engine):
     assert prompt[1:] + tail == ids[len(ids) - len(prompt) + 1 - len(tail) :]
 
 
+def test_cross_file_context_opens_the_prompt_and_the_prefix_fills_the_rest(
+    tiny_engine,
+):
+    prefix = "".join(f"x{i} = {i}\n" for i in range(400))
+    context = "# other.py\n" + "".join(f"def helper_{i}(): pass\n" for i in range(200))
+    limit = tiny_engine.max_prompt_tokens
+    for budget in (0, 40):
+        request = InfillRequest(prefix, "", context=context, context_tokens=budget)
+        batch = tiny_engine.plan(request)
+        prompt = batch.prompt_ids[0].tolist()
+        kept = budget or limit // 2
+        context_ids = tiny_engine._encode(context)
+        # BOS, the context's end within its budget, then the prefix as far as it fits
+        assert prompt[1 : kept + 1] == context_ids[-kept:]
+        assert limit - 32 < len(prompt) <= limit
+        ids = tiny_engine._encode(prefix)
+        tail = batch.canvas[0, : batch.span_start].tolist()
+        head = prompt[kept + 1 :]
+        assert head + tail == ids[len(ids) - len(head) - len(tail) :]
+
+
 def test_typing_deep_in_a_long_file_reuses_the_prefill(tiny_engine):
     prefix = "".join(f"value_{i} = compute(alpha, {i}) + offset\n" for i in range(400))
     line = "total = compute(alpha, beta) + offset * scale - bias / count + 1"

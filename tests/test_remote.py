@@ -34,10 +34,18 @@ def test_backend_settings_are_checked():
 def test_a_request_and_a_result_travel_whole():
     config = DenoiseConfig(max_steps=5, greedy=True)
     request = InfillRequest(
-        "a = ", "\n", [8, 16], config, validate=str.isidentifier, single_line=True
+        "a = ",
+        "\n",
+        [8, 16],
+        config,
+        validate=str.isidentifier,
+        single_line=True,
+        context="# b.py\ndef helper(): pass\n",
+        context_tokens=64,
     )
     back = wire.request_from_json(json.loads(json.dumps(wire.request_json(request))))
     assert back.single_line
+    assert (back.context, back.context_tokens) == (request.context, 64)
     assert (back.prefix, back.suffix, list(back.span_lengths), back.config) == (
         "a = ",
         "\n",

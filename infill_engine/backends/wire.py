@@ -41,6 +41,8 @@ def request_json(request: InfillRequest) -> dict[str, Any]:
         ),
         "config": None if request.config is None else asdict(request.config),
         "single_line": request.single_line,
+        "context": request.context,
+        "context_tokens": request.context_tokens,
     }
 
 
@@ -73,7 +75,20 @@ def request_from_json(data: dict[str, Any]) -> InfillRequest:
     single_line = data.get("single_line", False)
     if not isinstance(single_line, bool):
         raise ValueError("single_line must be true or false")
-    return InfillRequest(prefix, suffix, spans, config, single_line=single_line)
+    context, context_tokens = data.get("context", ""), data.get("context_tokens", 0)
+    if not isinstance(context, str):
+        raise ValueError("context must be a string")
+    if not isinstance(context_tokens, int) or context_tokens < 0:
+        raise ValueError("context_tokens must be an integer >= 0")
+    return InfillRequest(
+        prefix,
+        suffix,
+        spans,
+        config,
+        single_line=single_line,
+        context=context,
+        context_tokens=context_tokens,
+    )
 
 
 def result_json(result: InfillResult) -> dict[str, Any]:
