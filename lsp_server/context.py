@@ -21,14 +21,15 @@ from lsp_server.documents import Snapshot
 from lsp_server.positions import byte_offset
 from lsp_server.syntax import line_comment
 
-SpanKind = Literal["line", "expression", "block", "selection", "hole"]
+SpanKind = Literal["line", "next_line", "expression", "block", "selection", "hole"]
 # Kinds whose fill ends at its first line break.
-SINGLE_LINE_KINDS = ("line", "expression")
+SINGLE_LINE_KINDS = ("line", "next_line", "expression")
 # Suggestions denoise one row: a second span length adds to every step's work and
 # matched no more held-out lines (`LINE_SPAN_LENGTHS`). Fill on save is not typed
 # against, so a hole still tries two lengths and keeps the one that finished.
 SPAN_LENGTHS: dict[str, tuple[int, ...]] = {
     "line": LINE_SPAN_LENGTHS,
+    "next_line": LINE_SPAN_LENGTHS,
     "expression": (32,),
     "block": (64,),
     "hole": (48, 96),
@@ -55,7 +56,8 @@ class InfillContext:
         kind: what sort of span this is; decides lengths and post-processing.
         indent: leading whitespace of the line the span starts on.
         span_lengths: span slots to try as one batch.
-        header: text the fill must begin with (a hole's hint comment), or ''.
+        header: text the fill must begin with (a hole's hint comment, the line break
+            before a next line), or ''; it ends the prefix and starts the edit.
     """
 
     prefix: str
@@ -95,6 +97,19 @@ def at_cursor(
     kind = span_kind(snap, offset, tree)
     lengths = (span_size,) if span_size else SPAN_LENGTHS[kind]
     return _make(snap, offset, offset, kind, tree, lengths)
+
+
+def next_line(
+    snap: Snapshot, offset: int, tree: ts.Tree | None, span_size: int = 0
+) -> InfillContext:
+    """Context for the line after the cursor's, the cursor at its line's end: the fill
+    is that line (its indent written by the model), inserted after a line break the
+    suggestion begins with (`header`)."""
+    lengths = (span_size,) if span_size else SPAN_LENGTHS["next_line"]
+    ctx = _make(snap, offset, offset, "next_line", tree, lengths)
+    return InfillContext(
+        ctx.prefix + "\n", ctx.suffix, offset, offset, "next_line", "", lengths, "\n"
+    )
 
 
 def for_range(

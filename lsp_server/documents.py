@@ -94,5 +94,9 @@ class DocumentStore:
         """The newest snapshot, or None if the document is not open."""
         return self._docs.get(uri)
 
+    def snapshots(self) -> list[Snapshot]:
+        """The newest snapshot of every open document."""
+        return list(self._docs.values())
+
     def __len__(self) -> int:
         return len(self._docs)

@@ -147,18 +147,27 @@ class LastSuggestion:
     line_prefix: str
     text: str
 
+    def typed(self, text: str, starts: Sequence[int], offset: int) -> str | None:
+        """What stands between where this suggestion was shown and `offset` in a
+        document's `text` (its line starts `starts`), or None if the text before that
+        place changed or `offset` is before it."""
+        if self.line >= len(starts):
+            return None
+        start = starts[self.line]
+        anchor = start + len(self.line_prefix)
+        if offset < anchor or text[start:anchor] != self.line_prefix:
+            return None
+        return text[anchor:offset]
 
-def continue_suggestion(
-    last: LastSuggestion | None, line: int, line_prefix: str
-) -> str | None:
-    """The rest of the last suggestion if the user typed its first characters."""
+
+def continue_suggestion(last: LastSuggestion | None, typed: str | None) -> str | None:
+    """The rest of the last suggestion if the user typed (or accepted a word or a
+    line of) its first characters, `typed`; None once it is all there."""
     if (
         last is None
-        or line != last.line
-        or not line_prefix.startswith(last.line_prefix)
+        or not typed
+        or not last.text.startswith(typed)
+        or len(typed) >= len(last.text)
     ):
-        return None
-    typed = line_prefix[len(last.line_prefix) :]
-    if not typed or not last.text.startswith(typed) or len(typed) >= len(last.text):
         return None
     return last.text[len(typed) :]

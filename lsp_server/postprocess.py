@@ -24,6 +24,8 @@ def clean(ctx: InfillContext, text: str) -> str:
     if ctx.single_line:
         text = text.split("\n", 1)[0].rstrip("\r")
         text = _drop_line_overlap(text, ctx.suffix.split("\n", 1)[0])
+        if ctx.kind == "next_line" and text.strip() == _next_code_line(ctx.suffix):
+            return ""  # the line that already follows, written again
     else:
         text = _reindent(text, ctx.indent)
         text = _drop_block_overlap(text, ctx.suffix)
@@ -72,6 +74,11 @@ def parsing_fill(
             return clean(ctx, raw), ""
         why = NO_PARSE
     return "", why
+
+
+def _next_code_line(suffix: str) -> str:
+    """The first line of `suffix` with code on it, stripped ('' if none)."""
+    return next((line.strip() for line in suffix.split("\n") if line.strip()), "")
 
 
 def _drop_line_overlap(text: str, rest_of_line: str) -> str:

@@ -2,8 +2,9 @@
 
 One worker thread owns the model (it is resident once). Submitting a job for a key sets
 the cancel flag of the job before it with the same key, which the denoising loop checks
-between steps, so a stale request returns within one step. `$/cancelRequest` cancels the
-awaiting task; the flag is set then too.
+between steps, so a stale request returns within one step. A `background` job (work
+done ahead of a request, in case it comes) is cancelled by any job submitted after it.
+`$/cancelRequest` cancels the awaiting task; the flag is set then too.
 """
 
 from __future__ import annotations
@@ -26,23 +27,31 @@ class Scheduler:
             max_workers=1, thread_name_prefix="infill-engine"
         )
         self._current: dict[str, threading.Event] = {}
+        self._background: set[threading.Event] = set()
         self.superseded = (
             0  # jobs cancelled because a newer one came, for the load test
         )
 
-    async def run(self, key: str, job: Job[T]) -> T | None:
-        """Run `job(is_cancelled)` on the worker; None if a newer job for `key` won.
+    async def run(self, key: str, job: Job[T], background: bool = False) -> T | None:
+        """Run `job(is_cancelled)` on the worker; None if a newer job for `key` won
+        (or, for a `background` job, any newer job).
 
         Args:
             key: what "newest wins" is counted per (a document uri, say).
             job: called with a function that returns True once the job is stale.
+            background: work ahead of need, which any later job cancels.
         """
+        for flag in self._background:
+            flag.set()
+        self._background.clear()
         previous = self._current.get(key)
         if previous is not None:
             previous.set()
             self.superseded += 1
         flag = threading.Event()
         self._current[key] = flag
+        if background:
+            self._background.add(flag)
 
         def work() -> T | None:
             return None if flag.is_set() else job(flag.is_set)
@@ -57,6 +66,7 @@ class Scheduler:
         finally:
             if self._current.get(key) is flag:
                 del self._current[key]
+            self._background.discard(flag)
         return None if flag.is_set() else result
 
     def cancel_all(self) -> None:

@@ -30,7 +30,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from infill_engine.backends.urls import parse_backend
-from lsp_server import VERSION, context, edits, postprocess, settings
+from lsp_server import VERSION, context, crossfile, edits, gate, postprocess, settings
 from lsp_server.context import InfillContext
 from lsp_server.documents import DocumentStore, Snapshot
 from lsp_server.positions import PositionError, to_offset
@@ -143,6 +143,7 @@ class EarlyFill:
     version: int
     offset: int
     task: asyncio.Future
+    ahead: bool = False  # computed before the change, for the text it made (`Ahead`)
 
     def serves(self, version: int, offset: int) -> bool:
         """Whether a request at `offset` of `version` can take this fill over: the
@@ -152,6 +153,16 @@ class EarlyFill:
             return False
         task = self.task
         return not task.done() or (not task.cancelled() and task.result() is not None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ahead:
+    """The next line's suggestion, computed while the one shown waits to be accepted:
+    for the document `text` that accepting it makes, the cursor at `offset`."""
+
+    text: str
+    offset: int
+    task: asyncio.Future
 
 
 class InfillServer(LanguageServer):
@@ -190,6 +201,11 @@ class InfillServer(LanguageServer):
         # started at its last change (see `prepare`).
         self.asks: set[str] = set()
         self.early: dict[str, EarlyFill] = {}
+        # Per document, the next line's suggestion computed ahead (`look_ahead`), and
+        # the timings of the fill behind it.
+        self.ahead: dict[str, Ahead] = {}
+        self.ahead_timings: dict[str, dict[str, Any]] = {}
+        self.crossfile = crossfile.CrossFile()
 
     @property
     def codec(self):
@@ -319,17 +335,22 @@ class InfillServer(LanguageServer):
             return None
 
     async def suggest(
-        self, uri: str, position: types.Position
+        self, uri: str, position: types.Position, automatic: bool = False
     ) -> tuple[Snapshot, InfillContext, str] | None:
         """A suggestion at the cursor: typed-through if possible, else from the
-        engine."""
+        engine. An `automatic` request (one the user did not ask for) may stay quiet
+        (`gate`)."""
         snap = self.snapshot(uri)
         if snap is None or not self.settings.serves(snap.language_id):
             return None
         offset = self.offset(snap, position)
         if offset is None:
             return None
-        line_prefix, rest = self.typed_through(snap, position.line, offset)
+        if automatic and (why := self.quiet(snap, offset)):
+            log.debug("no automatic suggestion in %s: %s", uri, why)
+            return None
+        line_prefix = snap.text[snap.lines.starts[position.line] : offset]
+        rest = self.typed_through(snap, offset)
         ctx = self.context_at(snap, offset)
         if rest is not None:
             return snap, ctx, rest
@@ -343,6 +364,11 @@ class InfillServer(LanguageServer):
                 # What this request waited, not the whole job (the status bar shows
                 # it). A fill that went stale answered nothing: it reports nothing.
                 self.last_latency_ms = (time.perf_counter() - began) * 1000
+                if early.ahead:  # the engine's figures, for the version it now serves
+                    self.last_timings = self.ahead_timings.pop(uri, {}) | {
+                        "version": snap.version,
+                        "startedAhead": True,
+                    }
                 self.last_timings = self.last_timings | {
                     "serverMs": self.last_latency_ms,
                     "startedAtChange": True,
@@ -351,21 +377,103 @@ class InfillServer(LanguageServer):
             text = await self.infill(snap, ctx, key=uri)
         if text:
             self.last[uri] = edits.LastSuggestion(position.line, line_prefix, text)
+            self.look_ahead(snap, offset, text)
         return (snap, ctx, text) if text is not None else None
 
-    def typed_through(
-        self, snap: Snapshot, line: int, offset: int
-    ) -> tuple[str, str | None]:
-        """The text of `line` before `offset`, and the rest of the document's last
-        suggestion if that text has typed through its start (else None)."""
-        line_prefix = snap.text[snap.lines.starts[line] : offset]
+    def look_ahead(self, snap: Snapshot, offset: int, text: str) -> None:
+        """Start on the next line's suggestion as if `text`, shown at `offset`, were
+        accepted, so that it is ready when it is: only for a one-line suggestion that
+        ends its line. Any other engine job cancels it (`Scheduler`); `prepare` hands
+        it to the request after the accept."""
+        before = self.ahead.pop(snap.uri, None)
+        line_end = snap.lines.ends[snap.lines.line_of(offset)]
+        if (
+            not self.settings.next_suggestion
+            or self.engine is None
+            or "\n" in text.lstrip("\n")
+            or snap.text[offset:line_end].strip()
+        ):
+            return
+        accepted = snap.text[:offset] + text + snap.text[offset:]
+        at = offset + len(text)
+        if before is not None and (before.text, before.offset) == (accepted, at):
+            self.ahead[snap.uri] = before  # typed through: the same text, still on
+            return
+        future = Snapshot(snap.uri, snap.version, snap.language_id, accepted)
+        # No syntax tree for a text that is not the document's yet: line-based context.
+        ctx = context.next_line(future, at, None, self.settings.span_size)
+        key = f"ahead:{snap.uri}"
+        task = asyncio.ensure_future(self.infill(future, ctx, key, ahead=True))
+        self.ahead[snap.uri] = Ahead(accepted, at, task)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def typed_through(self, snap: Snapshot, offset: int) -> str | None:
+        """The rest of the document's last suggestion if the text before `offset`
+        has typed through its start (else None)."""
         last = self.last.get(snap.uri)
-        return line_prefix, edits.continue_suggestion(last, line, line_prefix)
+        typed = (
+            None if last is None else last.typed(snap.text, snap.lines.starts, offset)
+        )
+        return edits.continue_suggestion(last, typed)
+
+    def refresh_folders(self) -> None:
+        """The workspace folders the client named (its root if it named none): the
+        only places cross-file context is read from."""
+        folders = [f.uri for f in self.workspace.folders.values()]
+        if not folders and self.workspace.root_uri:
+            folders = [self.workspace.root_uri]
+        self.crossfile.set_folders(folders)
+
+    def cross_context(self, snap: Snapshot, ctx: InfillContext) -> Callable[[], str]:
+        """What reads the cross-file context of a fill, to call on the engine's
+        thread (it may read files): '' with `crossFile` off. The syntax tree and
+        the open documents are taken here, on the event loop."""
+        s = self.settings
+        if not s.cross_file or not s.cross_file_tokens or not s.cross_file_sources:
+            return lambda: ""
+        tree = self.trees.tree(snap)
+        texts = {}
+        for open_snap in self.store.snapshots():
+            path = crossfile.path_of(open_snap.uri)
+            if path is not None:
+                texts[path] = open_snap.text
+        budget = s.cross_file_tokens * 4  # characters; the engine counts tokens
+        sources = s.cross_file_sources
+
+        def read() -> str:
+            try:
+                return self.crossfile.context(
+                    snap, ctx.start, tree, budget, sources, texts
+                )
+            except Exception:  # context is a help: a fill never fails for it
+                log.exception("cross-file context for %s", snap.uri)
+                return ""
+
+        return read
+
+    def quiet(self, snap: Snapshot, offset: int) -> str | None:
+        """Why an automatic suggestion at `offset` stays quiet, or None."""
+        return gate.quiet(self.settings, snap, offset, self.trees.tree(snap))
 
     def context_at(self, snap: Snapshot, offset: int) -> InfillContext:
-        """The infill context of a cursor at `offset`."""
-        return context.at_cursor(
-            snap, offset, self.trees.tree(snap), self.settings.span_size
+        """The infill context of a cursor at `offset`: the next line's, right after
+        a suggestion that ends a line was accepted there (`just_accepted`)."""
+        tree, size = self.trees.tree(snap), self.settings.span_size
+        if self.settings.next_suggestion and self.just_accepted(snap, offset):
+            return context.next_line(snap, offset, tree, size)
+        return context.at_cursor(snap, offset, tree, size)
+
+    def just_accepted(self, snap: Snapshot, offset: int) -> bool:
+        """Whether the text before `offset` is the document's last suggestion, whole,
+        where it was shown, with nothing but spaces after it on its line."""
+        last = self.last.get(snap.uri)
+        if last is None or not last.text:
+            return False
+        line_end = snap.lines.ends[snap.lines.line_of(offset)]
+        return (
+            last.typed(snap.text, snap.lines.starts, offset) == last.text
+            and not snap.text[offset:line_end].strip()
         )
 
     def prepare(self, snap: Snapshot) -> None:
@@ -384,10 +492,16 @@ class InfillServer(LanguageServer):
             engine is None
             or offset is None
             or not self.settings.serves(snap.language_id)
+            or self.quiet(snap, offset)
         ):
             return
-        if self.typed_through(snap, snap.lines.line_of(offset), offset)[1] is not None:
+        if self.typed_through(snap, offset) is not None:
             return  # typed through the last suggestion: no engine needed
+        ahead = self.ahead.pop(snap.uri, None)
+        if ahead is not None and (ahead.text, ahead.offset) == (snap.text, offset):
+            # the suggestion was accepted: the next line's is on its way already
+            self.early[snap.uri] = EarlyFill(snap.version, offset, ahead.task, True)
+            return
         ctx = self.context_at(snap, offset)
         if snap.uri in self.asks:
             fill = asyncio.ensure_future(self.infill(snap, ctx, key=snap.uri))
@@ -402,21 +516,41 @@ class InfillServer(LanguageServer):
                 span_lengths=ctx.span_lengths,
                 single_line=ctx.single_line,
             )
-            job = self.scheduler.run(
-                snap.uri, lambda stale: engine.warm(request, stale)
-            )
+            read_context = self.cross_context(snap, ctx)
+            tokens = self.settings.cross_file_tokens
+
+            def warm(stale: Callable[[], bool]) -> int:
+                extra = read_context()  # the same prompt the fill will have
+                full = request
+                if extra:
+                    full = dataclasses.replace(
+                        request, context=extra, context_tokens=tokens
+                    )
+                return engine.warm(full, stale)
+
+            job = self.scheduler.run(snap.uri, warm)
             task = asyncio.ensure_future(_logged(job, f"prefill for {snap.uri}"))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def infill(self, snap: Snapshot, ctx: InfillContext, key: str) -> str | None:
+    async def infill(
+        self, snap: Snapshot, ctx: InfillContext, key: str, ahead: bool = False
+    ) -> str | None:
         """Run the engine for one context; None if stale, cancelled, failed or no
-        model."""
-        fill = await self.fill_span(snap, ctx, key)
-        return None if fill is None else fill.text
+        model. An `ahead` fill is for a text the document does not hold yet: no newer
+        version makes it stale, any other engine job does."""
+        fill = await self.fill_span(snap, ctx, key, ahead=ahead)
+        if fill is None:
+            return None
+        return ctx.header + fill.text if fill.text else ""
 
     async def fill_span(
-        self, snap: Snapshot, ctx: InfillContext, key: str, must_parse: bool = False
+        self,
+        snap: Snapshot,
+        ctx: InfillContext,
+        key: str,
+        must_parse: bool = False,
+        ahead: bool = False,
     ) -> Fill | None:
         """`infill`, with `must_parse` for an edit that lands unseen: the best candidate
         that parses in place, or no text and why none does."""
@@ -426,6 +560,7 @@ class InfillServer(LanguageServer):
         from infill_engine.engine import InfillRequest  # loaded with the engine
 
         config = engine.config.with_overrides(max_steps=self.settings.max_steps or None)
+        read_context = self.cross_context(snap, ctx)
         request = InfillRequest(
             ctx.prefix,
             ctx.suffix,
@@ -442,13 +577,23 @@ class InfillServer(LanguageServer):
         )
         started = time.perf_counter()
         began: list[float] = []  # when the worker took the job (after queued work)
+        cross_chars: list[int] = []  # the cross-file context it read
 
         def job(stale: Callable[[], bool]) -> Any:
             began.append(time.perf_counter())
-            return engine.fill(request, stale)
+            extra = read_context()
+            cross_chars.append(len(extra))
+            full = request
+            if extra:
+                full = dataclasses.replace(
+                    request,
+                    context=extra,
+                    context_tokens=self.settings.cross_file_tokens,
+                )
+            return engine.fill(full, stale)
 
         try:
-            result = await self.scheduler.run(key, job)
+            result = await self.scheduler.run(key, job, background=ahead)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine failing answers this request empty
@@ -475,7 +620,7 @@ class InfillServer(LanguageServer):
         current = self.store.get(snap.uri)
         if result is None or result.cancelled or current is None:
             return None
-        if current.version != snap.version:
+        if current.version != snap.version and not ahead:
             return None  # computed for an older version: drop it
         finished = time.perf_counter()
         if must_parse:
@@ -484,8 +629,7 @@ class InfillServer(LanguageServer):
         else:
             fill = Fill(postprocess.clean(ctx, result.text))
         done = time.perf_counter()
-        self.last_latency_ms = (done - started) * 1000
-        self.last_timings = {
+        timings = {
             # Which document version the engine answered: a request answered without
             # it (typed through a suggestion) leaves an older one here.
             "uri": snap.uri,
@@ -501,8 +645,13 @@ class InfillServer(LanguageServer):
             "queueMs": (began[0] - started) * 1000 if began else 0.0,
             "decodeMs": result.timings.decode_ms,
             "postprocessMs": (done - finished) * 1000,
-            "serverMs": self.last_latency_ms,
+            "serverMs": (done - started) * 1000,
+            "crossFileChars": cross_chars[0] if cross_chars else 0,
         }
+        if ahead:  # reported when a request takes it (`suggest`)
+            self.ahead_timings[snap.uri] = timings
+            return fill
+        self.last_latency_ms, self.last_timings = timings["serverMs"], timings
         self.notify_status()
         return fill
 
@@ -616,6 +765,7 @@ def create_server(
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: InfillServer, params: types.InitializedParams) -> None:
+        ls.refresh_folders()
         if ls.engine is None:
             ls.start_loading()
         else:
@@ -629,14 +779,20 @@ def create_server(
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
         doc = params.text_document
-        ls.store.open(doc.uri, doc.language_id, doc.version, doc.text)
+        snap = ls.store.open(doc.uri, doc.language_id, doc.version, doc.text)
+        ls.crossfile.saw(snap, None)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
         doc = params.text_document
         snap = ls.store.change(doc.uri, doc.version, params.content_changes, ls.codec)
         if snap is not None:
+            ls.crossfile.saw(snap, snap.edit_end)
             ls.prepare(snap)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def did_change_folders(ls: InfillServer, params) -> None:
+        ls.refresh_folders()
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: InfillServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -645,6 +801,8 @@ def create_server(
         ls.last.pop(params.text_document.uri, None)
         ls.asks.discard(params.text_document.uri)
         ls.early.pop(params.text_document.uri, None)
+        ls.ahead.pop(params.text_document.uri, None)
+        ls.ahead_timings.pop(params.text_document.uri, None)
 
     @server.feature(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions()
@@ -654,7 +812,12 @@ def create_server(
         # the suggestion starts at the change (completion items are asked for only now
         # and then, so they do not count).
         ls.asks.add(params.text_document.uri)
-        found = await ls.suggest(params.text_document.uri, params.position)
+        automatic = (
+            params.context is None
+            or params.context.trigger_kind
+            == types.InlineCompletionTriggerKind.Automatic
+        )
+        found = await ls.suggest(params.text_document.uri, params.position, automatic)
         if found is None:
             return types.InlineCompletionList(items=[])
         return edits.to_inline_items(*found, ls.codec)

@@ -33,6 +33,18 @@ class Settings:
         fill_on_save: fill hole markers when a document is saved.
         enable: suggestions on or off.
         languages: language ids to serve; '*' serves every language.
+        disabled_languages: language ids never served, whatever `languages` says.
+        in_comments_and_strings: automatic ghost text inside comments and strings
+            (explicit requests answer there either way; `lsp_server.gate`).
+        max_line_suffix: no automatic ghost text when more than this many characters
+            follow the cursor on its line, trailing spaces not counted.
+        next_suggestion: once a suggestion is accepted at a line's end, start on the
+            next line's at once, so that it is ready for the next accept.
+        cross_file: read context from other workspace files ahead of the prefix
+            (`lsp_server.crossfile`).
+        cross_file_tokens: the most prompt tokens that context takes.
+        cross_file_sources: 'recent' (chunks of files opened or edited lately) and/or
+            'imports' (definitions of the names the file imports from the workspace).
         backend: 'local' (the engine in this process) or `KIND:URL`, a remote backend
             (`infill_engine.backends.ray_client`), e.g. 'ray:http://gpu-box:8000/infill'.
     """
@@ -46,11 +58,22 @@ class Settings:
     fill_on_save: bool = True
     enable: bool = True
     languages: tuple[str, ...] = field(default=DEFAULT_LANGUAGES)
+    disabled_languages: tuple[str, ...] = ()
+    in_comments_and_strings: bool = False
+    max_line_suffix: int = 8
+    next_suggestion: bool = True
+    cross_file: bool = True
+    cross_file_tokens: int = 192
+    cross_file_sources: tuple[str, ...] = ("recent", "imports")
     backend: str = LOCAL
 
     def serves(self, language_id: str) -> bool:
         """Whether suggestions are on for this language."""
-        return self.enable and ("*" in self.languages or language_id in self.languages)
+        return (
+            self.enable
+            and language_id not in self.disabled_languages
+            and ("*" in self.languages or language_id in self.languages)
+        )
 
 
 # setting name in the editor (camelCase) -> (field, type, check, what the check wants)
@@ -83,6 +106,38 @@ _RULES: dict[str, tuple[str, type, Any, str]] = {
         list,
         lambda v: all(isinstance(x, str) for x in v),
         "ids",
+    ),
+    "disabledLanguages": (
+        "disabled_languages",
+        list,
+        lambda v: all(isinstance(x, str) for x in v),
+        "ids",
+    ),
+    "inCommentsAndStrings": (
+        "in_comments_and_strings",
+        bool,
+        lambda v: True,
+        "true or false",
+    ),
+    "maxLineSuffix": (
+        "max_line_suffix",
+        int,
+        lambda v: 0 <= v <= 100_000,
+        "an integer in 0..100000",
+    ),
+    "nextSuggestion": ("next_suggestion", bool, lambda v: True, "true or false"),
+    "crossFile": ("cross_file", bool, lambda v: True, "true or false"),
+    "crossFileTokens": (
+        "cross_file_tokens",
+        int,
+        lambda v: 0 <= v <= 4096,
+        "an integer in 0..4096",
+    ),
+    "crossFileSources": (
+        "cross_file_sources",
+        list,
+        lambda v: all(x in ("recent", "imports") for x in v),
+        'a list of "recent" and "imports"',
     ),
     "backend": (
         "backend",

@@ -9,6 +9,7 @@ answer is fixed, so what the server does with a given answer can be checked exac
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -27,7 +28,9 @@ class ScriptedPlacement:
 
 class ScriptedEngine:
     """Answers every fill with `texts` as its candidates, ranked as the engine ranks:
-    those the request's check accepts first, else in the given order."""
+    those the request's check accepts first, else in the given order. A text
+    `{context}` answers with the paths the request's cross-file context names (its
+    comment headers), space-separated."""
 
     def __init__(self, texts: list[str], delay_s: float = 0.0) -> None:
         self.texts, self.delay_s = texts, delay_s
@@ -37,11 +40,11 @@ class ScriptedEngine:
     def fill(self, request: Any, cancel: Any = None, on_step: Any = None) -> Any:
         time.sleep(self.delay_s)
         check = request.validate or (lambda text: True)
+        headers = re.findall(r"^(?:#|//) (\S+\.\w+)$", request.context, re.MULTILINE)
+        paths = " ".join(headers)
+        texts = [paths if t == "{context}" else t for t in self.texts]
         candidates = sorted(
-            (
-                Candidate(text, 16, 0.9, True, bool(check(text)), 4)
-                for text in self.texts
-            ),
+            (Candidate(text, 16, 0.9, True, bool(check(text)), 4) for text in texts),
             key=lambda c: c.valid,
             reverse=True,
         )

@@ -106,6 +106,11 @@ async def test_inline_completion_is_ghost_text_on_the_cursor_line(session):
 
 
 LONG = "".join(f"value_{i} = compute({i}, 'x')\n" for i in range(80))
+# Typing at the end of LONG's line 40 (typing mid-line would be gated, `gate`).
+AT_40 = types.Position(40, len("value_40 = compute(40, 'x')"))
+TYPED = " + total"
+AFTER_40 = AT_40.character + len(TYPED)
+END_70 = len("value_70 = compute(70, 'x')")
 TWIN = "file:///work/twin.py"
 
 
@@ -116,26 +121,30 @@ async def last_status(session: Session) -> dict:
 async def test_an_edit_prefills_the_prompt_of_a_suggestion_at_it(session):
     session.open(URI, LONG)
     session.open(TWIN, "import os\n" + LONG)
-    await session.inline(TWIN, 70, 8)
+    await session.inline(TWIN, 70, END_70)
     assert (await last_status(session))["prefilledTokens"] > 0  # cold
-    at = types.Position(40, 0)
-    session.change(URI, types.Range(at, at), "total = ")
+    at = AT_40
+    session.change(URI, types.Range(at, at), TYPED)
     await asyncio.sleep(1.0)  # the editor's pause before it asks
-    await session.inline(URI, 40, 8)
+    await session.inline(URI, 40, AFTER_40)
     assert (await last_status(session))["prefilledTokens"] == 0  # done at the change
 
 
 async def test_once_asked_the_suggestion_starts_at_the_change(session):
     session.open(URI, LONG)
     session.open(TWIN, LONG)
-    await session.inline(URI, 70, 8)  # the client asks here: later changes start fills
-    at = types.Position(40, 0)
+    await session.inline(
+        URI, 70, END_70
+    )  # the client asks here: later changes start fills
+    at = AT_40
     for uri in (URI, TWIN):
-        session.change(uri, types.Range(at, at), "total = ")
+        session.change(uri, types.Range(at, at), TYPED)
     await asyncio.sleep(2.0)
-    early = await session.inline(URI, 40, 8)
+    early = await session.inline(URI, 40, AFTER_40)
     assert (await last_status(session)).get("startedAtChange") is True
-    late = await session.inline(TWIN, 40, 8)  # no request there before the change
+    late = await session.inline(
+        TWIN, 40, AFTER_40
+    )  # no request there before the change
     assert (await last_status(session)).get("startedAtChange") is None
     assert [i.insert_text for i in early.items] == [i.insert_text for i in late.items]
 
@@ -143,12 +152,12 @@ async def test_once_asked_the_suggestion_starts_at_the_change(session):
 async def test_completion_requests_alone_only_prefill_at_changes(session):
     session.open(URI, LONG)
     await session.client.text_document_completion_async(
-        types.CompletionParams(text_document=doc(), position=types.Position(70, 8))
+        types.CompletionParams(text_document=doc(), position=types.Position(70, END_70))
     )
-    at = types.Position(40, 0)
-    session.change(URI, types.Range(at, at), "total = ")
+    at = AT_40
+    session.change(URI, types.Range(at, at), TYPED)
     await asyncio.sleep(1.0)
-    await session.inline(URI, 40, 8)
+    await session.inline(URI, 40, AFTER_40)
     last = await last_status(session)
     assert last.get("startedAtChange") is None and last["prefilledTokens"] == 0
 
@@ -453,3 +462,95 @@ async def test_a_hole_gets_the_best_fill_that_parses(scripted):
     assert edits == [types.TextEdit(FIRST_HOLE, "return xs[0]")]
     assert not syntax.parse("python", apply(FIRST, edits)).root_node.has_error
     assert not s.messages
+
+
+GATED = "def mean(xs):\n    # the mean of\n    total = compute(xs, weights)\n"
+
+
+async def test_automatic_ghost_text_stays_quiet_in_comments_and_mid_line(scripted):
+    s = await scripted("value")
+    s.open(URI, GATED)
+    comment, mid_line = (1, 17), (2, 12)  # "...mean of|", "total = |compute(..."
+    for line, char in (comment, mid_line):
+        assert (await s.inline(URI, line, char)).items == ()
+        asked = await s.inline(URI, line, char, invoked=True)
+        assert [i.insert_text for i in asked.items] == ["value"]
+        items = await s.client.text_document_completion_async(
+            types.CompletionParams(
+                text_document=doc(), position=types.Position(line, char)
+            )
+        )
+        assert [i.text_edit.new_text for i in items.items] == ["value"]
+    configure(s, inCommentsAndStrings=True, maxLineSuffix=100)
+    await asyncio.sleep(0.2)
+    for line, char in (comment, mid_line):
+        assert [i.insert_text for i in (await s.inline(URI, line, char)).items] == [
+            "value"
+        ]
+    configure(s, disabledLanguages=["python"])
+    await asyncio.sleep(0.2)
+    assert (await s.inline(URI, 1, 17, invoked=True)).items == ()
+
+
+NEXT = "def mean(xs):\n    total = \n    return total / len(xs)\n"
+
+
+@pytest.mark.parametrize("ready", [True, False])
+async def test_after_an_accept_the_next_line_is_ready(scripted, ready):
+    s = await scripted("    count = len(xs)", delay_s=0.5)
+    s.open(URI, NEXT)
+    configure(s, nextSuggestion=ready)
+    await asyncio.sleep(0.2)
+    first = await s.inline(URI, 1, 12)
+    (item,) = first.items
+    # the client accepts it: the text lands where it was shown
+    at = types.Position(1, 12)
+    s.change(URI, types.Range(at, at), item.insert_text)
+    await asyncio.sleep(1.0)  # the engine works while the user reads the line
+    end = 12 + len(item.insert_text)
+    (after,) = (await s.inline(URI, 1, end)).items
+    last = await last_status(s)
+    if ready:
+        assert after.insert_text == "\n    count = len(xs)"
+        # computed while the first suggestion waited to be accepted
+        assert last.get("startedAhead") is True and last.get("kind") == "next_line"
+        # accepted again: the chain goes on, a line at a time
+        s.change(URI, after.range, after.insert_text)
+        await asyncio.sleep(1.0)
+        (third,) = (await s.inline(URI, 2, 19)).items
+        assert third.insert_text == "\n    count = len(xs)"
+    else:
+        assert "\n" not in after.insert_text
+
+
+async def test_other_workspace_files_reach_the_prompt_and_nothing_outside(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "pkg").mkdir(parents=True)
+    (ws / "pkg" / "models.py").write_text(
+        "def make_invoice(total):\n    return total\n"
+    )
+    app = ws / "pkg" / "app.py"
+    app.write_text("from .models import make_invoice\n\nbill = make_invoice(")
+    outside = tmp_path / "outside.py"
+    outside.write_text("secret_token = 'x'\n")
+    s = Session()
+    await s.start(
+        json.dumps(["{context}"]), program=[str(SCRIPTED)], folders=[ws.as_uri()]
+    )
+    await s.wait_status("ready")
+    try:
+        s.open((ws / "notes.py").as_uri(), "recent_name = 1\n")  # open, not imported
+        s.open(outside.as_uri(), outside.read_text())  # open, outside the workspace
+        s.open(app.as_uri(), app.read_text())
+        (item,) = (await s.inline(app.as_uri(), 2, 20, invoked=True)).items
+        assert item.insert_text.split() == ["notes.py", "pkg/models.py"]
+        configure(s, crossFileSources=["imports"])
+        await asyncio.sleep(0.2)
+        (item,) = (await s.inline(app.as_uri(), 2, 20, invoked=True)).items
+        assert item.insert_text == "pkg/models.py"
+        configure(s, crossFile=False)
+        await asyncio.sleep(0.2)
+        assert (await s.inline(app.as_uri(), 2, 20, invoked=True)).items == ()
+    finally:
+        await s.stop()
+    assert not any("Traceback" in line for line in s.stderr), "".join(s.stderr)

@@ -361,7 +361,13 @@ ACCEPTED = {
 
 
 def run_scripted(
-    nvim: str, tmp_path: Path, source: str, answers: list[str], do: str, line: int = 0
+    nvim: str,
+    tmp_path: Path,
+    source: str,
+    answers: list[str],
+    do: str,
+    line: int = 0,
+    settings: dict | None = None,
 ) -> dict:
     """Run the scripted driver on `source` against a server whose model always
     answers `answers`; its report."""
@@ -380,6 +386,7 @@ def run_scripted(
         "INFILL_E2E_DO": do,
         "INFILL_E2E_LINE": str(line),
         "INFILL_E2E_REPORT": str(report),
+        "INFILL_E2E_SETTINGS": json.dumps(settings or {"enable": True}),
     }
     _, seen = run_lua(nvim, SCRIPTED_DRIVER, env, report)
     assert seen["ready"], seen
@@ -403,3 +410,49 @@ def test_fill_holes_says_once_that_a_hole_is_left_as_it_was(nvim_path, tmp_path)
     why = postprocess.NO_PARSE
     assert seen["said"] == [f"infill: the hole on line 2 is left as it was: {why}"]
     assert seen["lines"] == lines(source)
+
+
+@pytest.fixture
+def nvim012_path() -> str:
+    path = os.environ.get("INFILL_NVIM_012")
+    if not path:
+        pytest.skip("set INFILL_NVIM_012 to a Neovim 0.12+ (scripts/test-nvim-0.12.sh)")
+    return path
+
+
+AVERAGE = (
+    "def mean(values):\n"
+    "    total = sum(values)\n"
+    "    # the mean of the values\n"
+    "    avg = \n"
+    "    return avg\n"
+)
+
+
+def test_ghost_text_is_accepted_a_word_a_line_and_the_next_line(nvim012_path, tmp_path):
+    seen = run_scripted(
+        nvim012_path, tmp_path, AVERAGE, ["total / len(values)"], "ghost", 4
+    )
+    word, line, below = seen["steps"]
+    assert word["ghost"] == "total / len(values)"
+    assert word["lines"][3] == "    avg = total"  # <M-Right>: one word
+    assert line["ghost"] == " / len(values)"  # the rest, shown again at once
+    assert line["lines"][3] == "    avg = total / len(values)"  # <M-C-Right>
+    # accepted at the line end: the next line's suggestion is there, <Tab> takes it
+    assert below["ghost"] == "\ntotal / len(values)"
+    assert below["lines"][3:5] == [
+        "    avg = total / len(values)",
+        "total / len(values)",
+    ]
+    assert below["lines"][5] == "    return avg"
+
+
+@pytest.mark.parametrize("in_comments", [False, True])
+def test_no_ghost_text_in_a_comment_unless_asked_for(
+    nvim012_path, tmp_path, in_comments
+):
+    settings = {"inCommentsAndStrings": in_comments}
+    seen = run_scripted(
+        nvim012_path, tmp_path, AVERAGE, ["values"], "quiet", 3, settings
+    )
+    assert seen["shown"] is in_comments

@@ -41,11 +41,24 @@ def test_languages_gate_suggestions():
 
 def test_typing_the_start_of_the_suggestion_serves_the_rest():
     last = LastSuggestion(line=3, line_prefix="    x = ", text="compute(a, b)")
-    assert continue_suggestion(last, 3, "    x = comp") == "ute(a, b)"
-    assert continue_suggestion(last, 3, "    x = cx") is None
-    assert continue_suggestion(last, 4, "    x = comp") is None
-    assert continue_suggestion(last, 3, "    x = compute(a, b)") is None
-    assert continue_suggestion(None, 3, "x") is None
+    doc = "a\nb\nc\n    x = compute(a, b)\n"
+    starts = [0, 2, 4, 6]
+
+    def rest(typed_to: str, text: str = doc) -> str | None:
+        offset = text.index(typed_to) + len(typed_to)
+        return continue_suggestion(last, last.typed(text, starts, offset))
+
+    assert rest("    x = comp") == "ute(a, b)"
+    assert rest("    x = cx", doc.replace("comp", "cx")) is None
+    assert rest("    y = comp", doc.replace("x =", "y =")) is None  # moved on
+    assert rest("    x = compute(a, b)") is None  # all of it is there
+    assert last.typed(doc, starts[:3], 10) is None  # the line is gone
+    assert continue_suggestion(None, "x") is None
+    # a suggestion that starts with a line break, accepted a word at a time
+    below = LastSuggestion(line=0, line_prefix="a", text="\n    total = 0")
+    text = "a\n    total\n"
+    typed = below.typed(text, [0, 2], text.index("total") + len("total"))
+    assert continue_suggestion(below, typed) == " = 0"
 
 
 def read_snippet(body: str) -> str:
@@ -148,6 +161,27 @@ async def test_newest_job_per_key_wins_and_older_returns_within_a_step():
     scheduler.close()
 
 
+async def test_a_background_job_gives_way_to_any_later_job():
+    scheduler = Scheduler()
+    started = threading.Event()
+
+    def ahead(stale):
+        started.set()
+        while not stale():
+            threading.Event().wait(0.002)
+        return "cancelled"
+
+    first = asyncio.ensure_future(scheduler.run("ahead:a", ahead, background=True))
+    while not started.is_set():
+        await asyncio.sleep(0.001)
+    # another key: a foreground job would leave it running, a background one gives way
+    assert await scheduler.run("b", lambda stale: "b") == "b"
+    assert await first is None
+    done = await scheduler.run("ahead:a", lambda stale: "kept", background=True)
+    assert done == "kept"  # nothing came after it
+    scheduler.close()
+
+
 async def test_cancelling_the_awaiting_task_sets_the_flag():
     scheduler = Scheduler()
     seen = threading.Event()
@@ -182,3 +216,22 @@ async def test_an_early_fill_serves_its_place_unless_it_ended_empty():
     assert EarlyFill(3, 10, done).serves(3, 10)
     assert not EarlyFill(3, 10, empty).serves(3, 10)
     assert not EarlyFill(3, 10, cancelled).serves(3, 10)
+
+
+def test_every_server_setting_is_in_both_clients_with_its_default():
+    import json
+    from pathlib import Path
+
+    from lsp_server import settings as server_settings
+
+    root = Path(__file__).resolve().parents[1] / "editor-clients"
+    manifest = json.loads((root / "vscode" / "package.json").read_text())
+    properties = manifest["contributes"]["configuration"]["properties"]
+    help_text = (root / "neovim" / "doc" / "infill.txt").read_text()
+    defaults = Settings()
+    for key, (name, _, _, _) in server_settings._RULES.items():
+        prop = properties.get(f"infill.{key}")
+        assert prop is not None, f"infill.{key} is not in the VS Code manifest"
+        want = getattr(defaults, name)
+        assert prop["default"] == (list(want) if isinstance(want, tuple) else want), key
+        assert f"\n  {key}" in help_text, f"{key} is not in :help infill-settings"

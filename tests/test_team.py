@@ -212,7 +212,7 @@ async def test_a_backend_that_is_not_there_is_said_once_and_the_editor_works(bac
         os.killpg(proc.pid, signal.SIGTERM)  # the backend stops
         proc.wait(60)
         for line in (1, 2, 4):
-            answer = await s.inline(URI, line, 4)
+            answer = await s.inline(URI, line, 4, invoked=True)  # mid-line: asked
             assert answer is None or not answer.items
         down = [m for m in s.messages if "stopped answering" in m.message]
         assert len(down) == 1 and down[0].type == types.MessageType.Error

@@ -80,9 +80,10 @@ class Session:
         *args: str,
         options: Any = None,
         program: Sequence[str] = ("-m", "lsp_server"),
+        folders: Sequence[str] = (),
     ) -> types.InitializeResult:
         """Start `python -m lsp_server ARGS` (or `python PROGRAM ARGS`) and initialize
-        it."""
+        it, with workspace `folders` (uris) if given."""
         await self.client.start_io(sys.executable, *program, *args)
         self._drain = asyncio.create_task(self._read_stderr())
         result = await self.client.initialize_async(
@@ -90,17 +91,27 @@ class Session:
                 capabilities=CAPABILITIES,
                 initialization_options=options,
                 process_id=None,
+                workspace_folders=[
+                    types.WorkspaceFolder(uri=uri, name=uri.rsplit("/", 1)[-1])
+                    for uri in folders
+                ]
+                or None,
             )
         )
         self.client.initialized(types.InitializedParams())
         return result
 
     @classmethod
-    async def ready(cls, model: str, device: str, options: Any = None) -> Session:
-        """A started server (model "": the default) whose model has finished loading."""
+    async def ready(
+        cls, model: str, device: str, options: Any = None, folders: Sequence[str] = ()
+    ) -> Session:
+        """A started server (model "": the default) whose model has finished loading,
+        with workspace `folders` (uris) if given."""
         session = cls()
         extra = ["--model", model] if model else []
-        await session.start(*extra, "--device", device, options=options)
+        await session.start(
+            *extra, "--device", device, options=options, folders=folders
+        )
         await session.wait_status("ready", timeout=300)
         return session
 
@@ -145,13 +156,16 @@ class Session:
             )
         )
 
-    async def inline(self, uri: str, line: int, character: int):
+    async def inline(self, uri: str, line: int, character: int, invoked: bool = False):
+        """textDocument/inlineCompletion, automatic (as after a keystroke) unless
+        `invoked` (as when the user asks for one)."""
+        kind = types.InlineCompletionTriggerKind
         return await self.client.text_document_inline_completion_async(
             types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
                 position=types.Position(line=line, character=character),
                 context=types.InlineCompletionContext(
-                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                    trigger_kind=kind.Invoked if invoked else kind.Automatic
                 ),
             )
         )

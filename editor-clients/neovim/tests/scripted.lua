@@ -8,6 +8,12 @@
 --   INFILL_E2E_DO      what to do there:
 --                      "accept": on line INFILL_E2E_LINE (1-based), `A`, <C-x><C-o>, <C-y>
 --                      "fill_holes": :InfillFillHoles
+--                      "ghost" (0.12+): on line INFILL_E2E_LINE, `A`, then accept the
+--                      ghost text a word (<M-Right>), a line (<M-C-Right>), and the
+--                      next line's suggestion that follows (<Tab>)
+--                      "quiet" (0.12+): on line INFILL_E2E_LINE, `A`, and wait: was
+--                      ghost text shown?
+--   INFILL_E2E_SETTINGS  server settings, a JSON object (optional)
 --   INFILL_E2E_REPORT  where to write the JSON report
 --
 -- The plugin is set up with its defaults, so Neovim 0.11 completes through
@@ -51,6 +57,67 @@ local function accept()
   end)
 end
 
+local GHOST = vim.api.nvim_create_namespace('nvim.lsp.inline_completion')
+
+--- The ghost text shown now, its lines joined with line breaks ('' if none).
+local function ghost()
+  local marks = vim.api.nvim_buf_get_extmarks(0, GHOST, 0, -1, { details = true })
+  local mark = marks[1]
+  if not mark then
+    return ''
+  end
+  local function join(chunks)
+    local out = {}
+    for _, chunk in ipairs(chunks or {}) do
+      table.insert(out, chunk[1])
+    end
+    return table.concat(out)
+  end
+  local text = { join(mark[4].virt_text) }
+  for _, line in ipairs(mark[4].virt_lines or {}) do
+    table.insert(text, join(line))
+  end
+  return table.concat(text, '\n')
+end
+
+local function insert_at_end()
+  vim.api.nvim_win_set_cursor(0, { tonumber(env.INFILL_E2E_LINE), 0 })
+  feed('A')
+  wait_for(1000, function()
+    return vim.api.nvim_get_mode().mode == 'i'
+  end)
+end
+
+--- Feed `keys` once ghost text is shown; the ghost text and the buffer after them.
+local function take(keys)
+  local shown = wait_for(10000, function()
+    return ghost() ~= ''
+  end)
+  local step = { ghost = ghost(), shown = shown }
+  local before = lines()
+  feed(keys)
+  wait_for(2000, function()
+    return not vim.deep_equal(lines(), before)
+  end)
+  step.lines = lines()
+  table.insert(report.steps, step)
+end
+
+local function ghost_parts()
+  report.steps = {}
+  insert_at_end()
+  take('<M-Right>')
+  take('<M-C-Right>')
+  take('<Tab>')
+end
+
+local function quiet()
+  insert_at_end()
+  report.shown = wait_for(1500, function()
+    return ghost() ~= ''
+  end)
+end
+
 local function fill_holes()
   local answered = false
   vim.api.nvim_create_autocmd('LspRequest', {
@@ -72,7 +139,8 @@ end
 local function run()
   vim.opt.rtp:prepend(env.INFILL_E2E_PLUGIN)
   local infill = require('infill')
-  infill.setup({ cmd = vim.json.decode(env.INFILL_E2E_CMD) })
+  local settings = env.INFILL_E2E_SETTINGS and vim.json.decode(env.INFILL_E2E_SETTINGS) or {}
+  infill.setup({ cmd = vim.json.decode(env.INFILL_E2E_CMD), settings = settings })
   vim.cmd.edit(env.INFILL_E2E_FILE)
   report.ready = wait_for(30000, function()
     return infill.status ~= nil and infill.status.state == 'ready'
@@ -83,6 +151,10 @@ local function run()
 
   if env.INFILL_E2E_DO == 'fill_holes' then
     fill_holes()
+  elseif env.INFILL_E2E_DO == 'ghost' then
+    ghost_parts()
+  elseif env.INFILL_E2E_DO == 'quiet' then
+    quiet()
   else
     accept()
   end

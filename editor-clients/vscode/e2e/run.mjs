@@ -8,9 +8,11 @@
 //
 // Steps: wait for the status bar to say the model is ready; type in a Python file and
 // wait for ghost text; accept it with Tab; rewrite a line with the code action (Ctrl+.)
-// and another with "Infill: Rewrite Selection"; save a file with a `# <fill>` hole;
-// toggle suggestions off and on; restart the server; point infill.server.path nowhere and
-// expect the start error. Edits are checked on disk after a save. Prints a JSON summary,
+// and another with "Infill: Rewrite Selection"; toggle suggestions off and on; restart
+// the server; with --scripted, against a server whose model always answers the same: no
+// ghost text while typing in a comment, accept a word of a suggestion, then the rest,
+// then the next line's, and save a file with a `# <fill>` hole; point infill.server.path
+// nowhere and expect the start error. Edits are checked on disk after a save. Prints a JSON summary,
 // saves screenshots, and exits non-zero on the first failed step.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -27,6 +29,9 @@ const { values: opts } = parseArgs({
     model: { type: 'string', default: '' },
     home: { type: 'string', default: process.env.E2E_HOME ?? '/tmp/infill-vscode-e2e' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
+    // the command of a server whose model always answers the same (tests/scripted_server.py),
+    // a JSON list; its answer is appended
+    scripted: { type: 'string', default: '' },
   },
 });
 const require = createRequire(path.join(opts.home, 'package.json'));
@@ -55,6 +60,9 @@ const SAMPLE = [
 const HOLES = ['def scale(xs, k):', '    out = []', '    # <fill> multiply each item', '    return out', ''].join('\n');
 fs.writeFileSync(path.join(workspace, 'sample.py'), SAMPLE);
 fs.writeFileSync(path.join(workspace, 'holes.py'), HOLES);
+const GATED = ['def mean(values):', '    total = sum(values)', '    # the mean', '    avg = ', '    return avg', ''].join('\n');
+const ANSWER = 'total / len(values)';
+fs.writeFileSync(path.join(workspace, 'gated.py'), GATED);
 fs.writeFileSync(
   path.join(userData, 'User', 'settings.json'),
   JSON.stringify(
@@ -197,6 +205,30 @@ async function settle(file, before, timeout = 15000) {
   });
 }
 
+/** Set infill.server.path in the Settings editor, as a user does; the client restarts. */
+async function setServerPath(value) {
+  await runCommand('Preferences: Open User Settings');
+  await page.waitForSelector('.settings-editor .suggest-input-container', { timeout: 10000 });
+  await page.keyboard.type('infill.server.path');
+  const input = page
+    .locator('.settings-editor .setting-item-contents', { hasText: 'Command that starts the language server' })
+    .locator('input')
+    .first();
+  await input.waitFor({ timeout: 10000 });
+  await input.fill(value);
+  await input.press('Tab');
+}
+
+/** Ask for an inline suggestion as a user does (editor.action.inlineSuggest.trigger). */
+async function askForSuggestion() {
+  await page.keyboard.press('F1');
+  await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
+  await page.keyboard.type('Trigger Inline Suggestion');
+  await page.waitForSelector('.quick-input-list .monaco-list-row[aria-label*="Trigger Inline Suggestion"]');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.quick-input-widget', { state: 'hidden' });
+}
+
 async function runCommand(title) {
   await page.keyboard.press('F1');
   await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
@@ -300,22 +332,6 @@ try {
     { line1_before: before[0], answer, after },
   );
 
-  // 5. saving a file with a hole marker fills it (willSaveWaitUntil)
-  await openFile('holes.py');
-  const t = Date.now();
-  extraSaves = 0;
-  const filled = await save('holes.py', HOLES.split('\n'));
-  await shot('5-fill-on-save');
-  const original = HOLES.split('\n');
-  check(
-    'fill_on_save',
-    Boolean(filled) &&
-      !filled.some((l) => l.includes('<fill>')) &&
-      filled.slice(0, 2).join('\n') === original.slice(0, 2).join('\n') &&
-      filled.at(-2) === original.at(-2),
-    // saves > 0: the fill missed the save deadline and came as an edit right after
-    { save_ms: Date.now() - t, saves_after: extraSaves, disk: filled },
-  );
   // 6. Toggle Suggestions flips infill.enable; the status bar follows
   await runCommand('Infill: Toggle Suggestions');
   const off = await waitFor('off', 10000, async () => (await item.locator('.codicon-circle-slash').count()) > 0);
@@ -328,20 +344,84 @@ try {
   const restarted = await waitFor('restart', 60000, async () => (await item.locator('.codicon-sparkle').count()) > 0);
   check('restart_server', Boolean(restarted), {});
 
-  // 8. a server command that does not exist: an error that says how to fix it
-  await runCommand('Preferences: Open User Settings');
-  await page.waitForSelector('.settings-editor .suggest-input-container', { timeout: 10000 });
-  await page.keyboard.type('infill.server.path');
-  const input = page
-    .locator('.settings-editor .setting-item-contents', { hasText: 'Command that starts the language server' })
-    .locator('input')
-    .first();
-  await input.waitFor({ timeout: 10000 });
-  await input.fill('/nonexistent/infill-lsp');
-  await input.press('Tab');
+  // 8. against the scripted server: no ghost text while typing in a comment, one when asked
+  // for ("Trigger Inline Suggestion", Alt+\\); accept a word of it (Ctrl+Right), then the rest (Tab); the next line's
+  // suggestion is there once the line is accepted, and Tab takes it too
+  if (opts.scripted) {
+    // a command of its own (it ignores the log arguments the client passes)
+    const command = JSON.parse(opts.scripted).map((a) => `'${a}'`).join(' ');
+    const wrapper = path.join(run, 'scripted-lsp');
+    fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${command} '${JSON.stringify([ANSWER])}'\n`, { mode: 0o755 });
+    await setServerPath(wrapper);
+    const sparkle = async () => (await item.locator('.codicon-sparkle').count()) > 0;
+    const restarting = await waitFor('restart', 20000, async () => !(await sparkle()));
+    const back = await waitFor('scripted ready', 60000, sparkle);
+    await page.keyboard.press('Escape'); // the Settings editor, a modal here, closes
+    await page.waitForSelector('.settings-editor', { state: 'hidden', timeout: 10000 });
+    check('scripted_server', Boolean(restarting) && Boolean(back), {});
+    await openFile('gated.py');
+    const ghostShown = () => ghost.count().then((n) => n > 0);
+    await goToLine(3);
+    await page.keyboard.press('End');
+    await page.keyboard.type(' of the values', { delay: 50 });
+    const inComment = await waitFor('ghost text in a comment', 3000, ghostShown);
+    await askForSuggestion();
+    const asked = await waitFor('ghost text when asked', 10000, ghostShown);
+    const shownText = asked ? (await ghost.allInnerTexts()).join('').replace(/\u00a0/g, ' ') : '';
+    await shot('8-asked-in-comment');
+    check('quiet_in_comments', !inComment && shownText.includes(ANSWER), { typing: Boolean(inComment), asked: shownText });
+    await page.keyboard.press('Escape');
+
+    await goToLine(4);
+    await page.keyboard.press('End');
+    await askForSuggestion();
+    const offered = await waitFor('ghost text', 10000, ghostShown);
+    await page.keyboard.press('Control+ArrowRight'); // editor.action.inlineSuggest.acceptNextWord
+    await page.keyboard.press('Escape');
+    const oneWord = (await save('gated.py', GATED.split('\n')))?.[3] ?? '';
+    await askForSuggestion(); // the rest, from the server at once
+    const rest = await waitFor('the rest', 10000, ghostShown);
+    await page.keyboard.press('Tab');
+    const next = await waitFor('the next line', 10000, ghostShown);
+    await shot('8-next-line');
+    await page.keyboard.press('Tab');
+    const accepted = await save('gated.py', lines('gated.py'));
+    const want = ['    avg = ' + ANSWER, ANSWER, '    return avg'];
+    check(
+      'partial_accept_and_next_line',
+      Boolean(offered) &&
+        oneWord.startsWith('    avg = total') &&
+        oneWord.length < want[0].length &&
+        Boolean(rest) &&
+        Boolean(next) &&
+        accepted?.slice(3, 6).join('\n') === want.join('\n'),
+      { one_word: oneWord, rest: Boolean(rest), next: Boolean(next), disk: accepted },
+    );
+
+    // saving a file with a hole marker fills it (willSaveWaitUntil); the random model's
+    // fills need not parse there (one that does not is left out), the scripted one does
+    await openFile('holes.py');
+    const t = Date.now();
+    extraSaves = 0;
+    const filled = await save('holes.py', HOLES.split('\n'));
+    await shot('8-fill-on-save');
+    const original = HOLES.split('\n');
+    check(
+      'fill_on_save',
+      Boolean(filled) &&
+        !filled.some((l) => l.includes('<fill>')) &&
+        filled.slice(0, 2).join('\n') === original.slice(0, 2).join('\n') &&
+        filled.at(-2) === original.at(-2),
+      // saves > 0: the fill missed the save deadline and came as an edit right after
+      { save_ms: Date.now() - t, saves_after: extraSaves, disk: filled },
+    );
+  }
+
+  // 9. a server command that does not exist: an error that says how to fix it
+  await setServerPath('/nonexistent/infill-lsp');
   const startError = page.locator('.notification-list-item-message', { hasText: 'could not start' });
   const said = await waitFor('start error', 20000, async () => (await startError.count()) > 0);
-  await shot('8-start-error');
+  await shot('9-start-error');
   check('start_error', Boolean(said) && (await item.locator('.codicon-error').count()) > 0, {
     message: said ? await startError.first().innerText() : undefined,
   });

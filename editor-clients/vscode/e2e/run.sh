@@ -22,7 +22,7 @@ if [ "$MODEL" = bundled ]; then
 elif [ ! -f "$MODEL/config.json" ]; then
   "$PY" -c "import sys; sys.path.insert(0, '$ROOT/tests')
 from conftest import _corpus, build_tiny_model
-from infill_engine import tokenizer
+from infill_engine.model import tokenizer
 t = tokenizer.train_tokenizer(_corpus(), 400)
 m = build_tiny_model(t)
 m.save_pretrained(sys.argv[1]); t.save_pretrained(sys.argv[1])" "$MODEL"
@@ -32,4 +32,5 @@ cd "$EXT"
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npm run package
 export INFILL_THREADS=1
-exec node "$HERE/run.mjs" --vsix "$EXT/infill.vsix" --server "$ROOT/.venv/bin/infill-lsp" --model "$MODEL"
+exec node "$HERE/run.mjs" --vsix "$EXT/infill.vsix" --server "$ROOT/.venv/bin/infill-lsp" --model "$MODEL" \
+  --scripted "[\"$PY\", \"$ROOT/tests/scripted_server.py\"]"

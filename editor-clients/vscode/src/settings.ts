@@ -14,6 +14,13 @@ export interface ServerSettings {
   fillOnSave: boolean;
   enable: boolean;
   languages: string[];
+  disabledLanguages: string[];
+  inCommentsAndStrings: boolean;
+  maxLineSuffix: number;
+  nextSuggestion: boolean;
+  crossFile: boolean;
+  crossFileTokens: number;
+  crossFileSources: string[];
   backend: string;
 }
 
@@ -28,6 +35,13 @@ export const DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   fillOnSave: true,
   enable: true,
   languages: ['*'],
+  disabledLanguages: [],
+  inCommentsAndStrings: false,
+  maxLineSuffix: 8,
+  nextSuggestion: true,
+  crossFile: true,
+  crossFileTokens: 192,
+  crossFileSources: ['recent', 'imports'],
   backend: 'local',
 });
 

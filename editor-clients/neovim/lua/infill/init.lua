@@ -19,6 +19,8 @@ M.defaults = {
   completion = { autotrigger = false },
   keymaps = {
     accept = '<Tab>', -- insert: accept the ghost text, else the key itself
+    accept_word = '<M-Right>', -- insert: accept the ghost text's next word, else the key
+    accept_line = '<M-C-Right>', -- insert: accept the ghost text's next line, else the key
     next = '<M-]>', -- insert: next suggestion
     prev = '<M-[>', -- insert: previous suggestion
     rewrite = '<leader>ir', -- visual: rewrite the selection
@@ -230,6 +232,40 @@ function M.toggle()
   vim.notify('infill: suggestions ' .. (enable and 'on' or 'off'), level('INFO'))
 end
 
+--- The part of a suggestion that one accept-word or accept-line takes: its spaces, then
+--- one word (a run of letters, digits and `_`, or of other non-space characters); or
+--- its first line (a suggestion that starts with a line break: that and the next line).
+---@param text string the suggestion's text
+---@param unit 'word'|'line'
+---@return string
+function M.next_part(text, unit)
+  if unit == 'line' then
+    return text:match('^\r?\n[^\n]*') or text:match('^[^\n]*')
+  end
+  local space = text:match('^%s*')
+  local rest = text:sub(#space + 1)
+  local word = rest:match('^[%w_]+') or rest:match('^[^%w_%s]+') or ''
+  return space .. word
+end
+
+--- Accept the next word or line of the ghost text in `bufnr`; false if none is shown.
+--- The server answers the next request at the cursor with the rest of the suggestion.
+---@param bufnr integer
+---@param unit 'word'|'line'
+---@return boolean
+function M.accept_part(bufnr, unit)
+  return vim.lsp.inline_completion.get({
+    bufnr = bufnr,
+    on_accept = function(item)
+      if type(item.insert_text) ~= 'string' then
+        return item -- a snippet goes in whole
+      end
+      item.insert_text = M.next_part(item.insert_text, unit)
+      return item
+    end,
+  })
+end
+
 local function map(mode, lhs, rhs, bufnr, desc, expr)
   if type(lhs) == 'string' and lhs ~= '' then
     local opts = { buffer = bufnr, desc = desc, expr = expr or false, silent = true }
@@ -272,6 +308,13 @@ local function on_attach(client, bufnr)
         return keys.accept
       end
     end, bufnr, 'infill: accept the suggestion', true)
+    for unit, lhs in pairs({ word = keys.accept_word, line = keys.accept_line }) do
+      map('i', lhs, function()
+        if not M.accept_part(bufnr, unit) then
+          return lhs
+        end
+      end, bufnr, 'infill: accept the next ' .. unit .. ' of the suggestion', true)
+    end
     map('i', keys.next, function()
       vim.lsp.inline_completion.select({ bufnr = bufnr, count = 1 })
     end, bufnr, 'infill: next suggestion')
