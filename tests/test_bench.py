@@ -25,15 +25,17 @@ def test_summary_latency_counts_every_request_splits_only_engine_runs():
         {"latency_ms": 2.0, "prefillMs": 20.0, "steps": 4, "engine": False},
         {"latency_ms": 120.0, "prefillMs": 4.0, "steps": 2, "queueMs": 2.0},
     ]
+    for sample, items in zip(samples, (1, 1, 0), strict=True):
+        sample["items"] = items
     out = bench.summarize(samples)
-    assert (out["requests"], out["engine_runs"]) == (3, 2)
+    assert (out["requests"], out["engine_runs"], out["empty"]) == (3, 2, 1)
     assert out["p50_ms"] == 100.0 and out["max_ms"] == 120.0
     assert out["prefill_ms"] == 12.0 and out["steps"] == 3.0
     assert out["queue_ms"] == 4.0
     from infill_engine.tools.bench import format_lsp
 
     row = format_lsp({"typing": out})[-1]
-    assert row.startswith("| typing | 3 (2) | 100 |") and "| 4 | 12 |" in row
+    assert row.startswith("| typing | 3 (2, 1) | 100 |") and "| 4 | 12 |" in row
 
 
 def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):

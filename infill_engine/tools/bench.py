@@ -333,7 +333,7 @@ def format_report(report: dict) -> str:
 def format_lsp(lsp: dict) -> list[str]:
     """The LSP part of the benchmark: one Markdown table row per request kind."""
     lines = [
-        "| LSP request | n (engine ran) | p50 ms | p95 ms | max ms | steps "
+        "| LSP request | n (engine ran, empty) | p50 ms | p95 ms | max ms | steps "
         "| tok/fwd | queue | prefill | denoise | post | protocol |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -341,7 +341,8 @@ def format_lsp(lsp: dict) -> list[str]:
         if not r.get("requests"):
             continue
         lines.append(
-            f"| {kind} | {r['requests']} ({r.get('engine_runs', r['requests'])}) "
+            f"| {kind} | {r['requests']} ({r.get('engine_runs', r['requests'])}, "
+            f"{r.get('empty', 0)}) "
             f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
             f"{r['max_ms']:.0f} | {r['steps']:.1f} | "
             f"{r['tokens_per_forward']:.2f} | {r.get('queue_ms', 0.0):.0f} | "

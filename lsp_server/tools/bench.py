@@ -1,17 +1,21 @@
 """End-to-end benchmark through LSP: the real server process, a real client over stdio.
 
 Inline-completion requests at many cursor positions of real Python files (single-line
-and multi-line spans), rewrite actions, and lines retyped keystroke by keystroke (each
-keystroke a didChange and an inline request, as an editor sends them), in the short
-example file and deep in a long module (there also with the editor's debounce between
-the two, and typed fast, a key every 100 ms without waiting for answers, timed at the
-end of each word), and first keystrokes at new places of that module, asked for after
-the debounce. Per request kind: p50/p95/max latency as the client sees it, steps, tokens
-per forward, and the split into queue (waiting for the engine's thread), prefill,
-denoise, post-processing and protocol (client latency minus time in the server's
-handler). A request whose suggestion was started when its change arrived waited only
-for the rest: its split is the whole job's. Prints JSON on stdout. Run as
-`python -m lsp_server.tools.bench`; `infill bench` calls it.
+and multi-line spans, asked for as a user asks in the middle of a line), rewrite
+actions, and lines retyped keystroke by keystroke (each keystroke a didChange and an
+automatic inline request, as an editor sends them), in the short example file and deep
+in a long module (there also with the editor's debounce between the two, and typed
+fast, a key every 100 ms without waiting for answers, timed at the end of each word);
+first keystrokes at new places of that module, asked for after the debounce; the next
+line after a suggestion is accepted at a line's end (computed ahead, against pressing
+Enter for it with that off); and lines of a file of this repository asked for with
+context from its other files and without. Per request kind: the empty answers,
+p50/p95/max latency as the client sees it, steps, tokens per forward, and the split
+into queue (waiting for the engine's thread), prefill, denoise, post-processing and
+protocol (client latency minus time in the server's handler). A request whose
+suggestion was started when its change arrived waited only for the rest: its split is
+the whole job's. Prints JSON on stdout. Run as `python -m lsp_server.tools.bench`;
+`infill bench` calls it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,11 @@ from infill_engine.tools.progress import Phases
 from lsp_server.context import PREFIX_CHARS
 from lsp_server.tools.client import Session
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+# A file of this repository with local imports, for the cost of cross-file context;
+# the repository is the bench's workspace folder.
+CROSS_FILE = ROOT / "lsp_server" / "server.py"
 # Typing in the long file starts this far in: past the server's prefix budget, so the
 # context window moves with the cursor, as it does in most real files.
 LONG_FILE_AFTER = PREFIX_CHARS + 2000
@@ -43,6 +51,8 @@ EDITOR_DEBOUNCE_S = 0.05
 # A fast typist: a key every 100 ms (120 words a minute), a pause after each word.
 FAST_KEY_S = 0.1
 WORD_PAUSE_S = 0.4
+# How long a user looks at a suggestion before accepting it.
+READ_S = 1.0
 
 
 def workload_files() -> list[Path]:
@@ -93,6 +103,7 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "requests": len(samples),
         "engine_runs": len(ran),
+        "empty": sum(1 for s in samples if not s.get("items")),
         "p50_ms": statistics.median(lat),
         "p95_ms": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))],
         "max_ms": lat[-1],
@@ -103,6 +114,7 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "denoise_ms": mean("denoiseMs"),
         "postprocess_ms": mean("postprocessMs") + mean("decodeMs") + mean("tokenizeMs"),
         "protocol_ms": mean("protocol_ms"),
+        "cross_file_chars": mean("crossFileChars"),
     }
 
 
@@ -141,9 +153,10 @@ async def sample(
         figures["engine"] = answered == (uri, session.versions[uri])
     server = last.get("serverMs")
     figures["protocol_ms"] = latency - server if server is not None else None
-    figures["items"] = (
-        len(getattr(result, "items", ()) or ()) if result is not None else 0
-    )
+    if isinstance(result, types.CodeAction):  # a resolved rewrite: an edit or none
+        figures["items"] = int(result.edit is not None)
+    else:
+        figures["items"] = len(getattr(result, "items", ()) or ()) if result else 0
     PHASES.step()
     return figures
 
@@ -173,9 +186,7 @@ def cleared_lines(
     """Open `path` as a new document; then, one at a time, clear each of `count` typing
     lines (from character `after` on) after its indent, and yield (uri, line, the line's
     text, its indent) for it to be retyped."""
-    text = path.read_text(encoding="utf-8")
-    uri = f"file:///bench/{kind}/{path.name}"
-    session.open(uri, text)
+    uri, text = open_copy(session, path, kind)
     lines = text.split("\n")
     for line in typing_lines(text, count, after):
         full = lines[line]
@@ -258,17 +269,11 @@ async def first_keystrokes(
 
     The latency is the request's, as the editor sees it after its own debounce.
     """
-    text = path.read_text(encoding="utf-8")
-    uri = f"file:///bench/{kind}/{path.name}"
-    session.open(uri, text)
+    uri, text = open_copy(session, path, kind)
     lines = text.split("\n")
     samples: list[dict[str, Any]] = []
     for line in typing_lines(text, count, LONG_FILE_AFTER):
-        full = lines[line]
-        indent = full[: len(full) - len(full.lstrip())]
-        end = types.Position(line=line, character=len(full))
-        session.change(uri, types.Range(end, end), "\n" + indent)
-        await asyncio.sleep(EDITOR_DEBOUNCE_S)
+        end, indent = await open_line_below(session, uri, lines, line)
         request = session.inline(uri, line + 1, len(indent))
         samples.append(await measure(session, kind, request, uri))
         new_line_end = types.Position(line=line + 1, character=len(indent))
@@ -277,9 +282,96 @@ async def first_keystrokes(
     return samples
 
 
+def open_copy(session: Session, path: Path, kind: str) -> tuple[str, str]:
+    """Open `path` as a document of its own for the `kind` of request; its uri and
+    text."""
+    text = path.read_text(encoding="utf-8")
+    uri = f"file:///bench/{kind}/{path.name}"
+    session.open(uri, text)
+    return uri, text
+
+
+def configure(session: Session, **values: Any) -> None:
+    """Change server settings, as an editor does."""
+    session.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"infill": values})
+    )
+
+
+async def open_line_below(
+    session: Session, uri: str, lines: list[str], line: int
+) -> tuple[types.Position, str]:
+    """Enter and the indent at the end of `line` (one didChange), then the editor's
+    debounce; the end of that line and the indent."""
+    full = lines[line]
+    indent = full[: len(full) - len(full.lstrip())]
+    end = types.Position(line=line, character=len(full))
+    session.change(uri, types.Range(end, end), "\n" + indent)
+    await asyncio.sleep(EDITOR_DEBOUNCE_S)
+    return end, indent
+
+
+async def next_lines(
+    session: Session, count: int, path: Path, kind: str, ready: bool
+) -> list[dict[str, Any]]:
+    """At `count` places of `path`, open a line below one and take its suggestion
+    after `READ_S` (one change, as Tab makes); then the wait for the next line's:
+    with `nextSuggestion` (`ready`), asked for at once at the end of the accepted
+    line; without it, after Enter and the editor's debounce on the line below. Places
+    whose first suggestion is empty are skipped; everything is undone after each."""
+    configure(session, nextSuggestion=ready)
+    uri, text = open_copy(session, path, kind)
+    lines = text.split("\n")
+    samples: list[dict[str, Any]] = []
+    for line in typing_lines(text, count, LONG_FILE_AFTER):
+        end, indent = await open_line_below(session, uri, lines, line)
+        shown = await session.inline(uri, line + 1, len(indent))
+        first = shown.items[0].insert_text if shown.items else ""
+        if first and "\n" not in first:
+            await asyncio.sleep(READ_S)
+            at = types.Position(line=line + 1, character=len(indent))
+            session.change(uri, types.Range(at, at), first)
+            row, col = line + 1, len(indent) + len(first)
+            if not ready:
+                at = types.Position(line=row, character=col)
+                session.change(uri, types.Range(at, at), "\n" + indent)
+                row, col = row + 1, len(indent)
+            await asyncio.sleep(EDITOR_DEBOUNCE_S)
+            request = session.inline(uri, row, col)
+            samples.append(await measure(session, kind, request, uri))
+        else:
+            row, col = line + 1, len(indent)
+        session.change(uri, types.Range(end, types.Position(row, col)), "")
+        await asyncio.sleep(0.5)
+    return samples
+
+
+async def cross_file(session: Session, count: int, path: Path) -> list[dict[str, Any]]:
+    """At `count` mid-line places of `path`, a file of the workspace that imports from
+    others, a line asked for with context from other files (`crossFile`), then at the
+    same places without it: the difference is what the context costs."""
+    uri = path.resolve().as_uri()
+    text = path.read_text(encoding="utf-8")
+    session.open(uri, text)
+    places = positions(text, count)["single-line"]
+    samples: list[dict[str, Any]] = []
+    for on, kind in (
+        (True, "line, cross-file context"),
+        (False, "line, same, without"),
+    ):
+        configure(session, crossFile=on)
+        await asyncio.sleep(0.1)
+        for line, char in places:
+            request = session.inline(uri, line, char, invoked=True)
+            samples.append(await measure(session, kind, request, uri))
+    return samples
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the server, drive the workload, return the figures."""
-    session = await Session.ready(args.model, args.device, {"maxSteps": args.steps})
+    session = await Session.ready(
+        args.model, args.device, {"maxSteps": args.steps}, folders=[ROOT.as_uri()]
+    )
     samples: list[dict[str, Any]] = []
     for n, path in enumerate(workload_files()):
         uri = f"file:///bench/{n}/{path.name}"
@@ -291,7 +383,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         PHASES.start(f"LSP requests in {path.name}", requests)
         for places in spots.values():
             for line, char in places:
-                request = session.inline(uri, line, char)
+                request = session.inline(uri, line, char, invoked=True)
                 samples.append(await measure(session, None, request, uri))
         lines = text.split("\n")
         for line, char in spots["single-line"][: args.rewrites]:
@@ -330,6 +422,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     PHASES.start("LSP first keystrokes", args.per_kind)
     samples += await first_keystrokes(
         session, args.per_kind, long_file, "first keystroke, long file"
+    )
+    if CROSS_FILE.is_file():
+        PHASES.start("LSP cross-file context", 2 * args.per_kind)
+        samples += await cross_file(session, args.per_kind, CROSS_FILE)
+    PHASES.start("LSP next line after an accept", 2 * args.per_kind)
+    samples += await next_lines(
+        session, args.per_kind, long_file, "next line after an accept (ready)", True
+    )
+    samples += await next_lines(
+        session, args.per_kind, long_file, "next line after an accept, Enter", False
     )
     PHASES.close()
     await session.stop()
