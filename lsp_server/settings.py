@@ -41,7 +41,8 @@ class Settings:
         next_suggestion: once a suggestion is accepted at a line's end, start on the
             next line's at once, so that it is ready for the next accept.
         cross_file: read context from other workspace files ahead of the prefix
-            (`lsp_server.crossfile`).
+            (`lsp_server.crossfile`); off by default, as it did not pay with the
+            default model (`python -m lsp_server.tools.crosseval`).
         cross_file_tokens: the most prompt tokens that context takes.
         cross_file_sources: 'recent' (chunks of files opened or edited lately) and/or
             'imports' (definitions of the names the file imports from the workspace).
@@ -62,7 +63,7 @@ class Settings:
     in_comments_and_strings: bool = False
     max_line_suffix: int = 8
     next_suggestion: bool = True
-    cross_file: bool = True
+    cross_file: bool = False
     cross_file_tokens: int = 192
     cross_file_sources: tuple[str, ...] = ("recent", "imports")
     backend: str = LOCAL

@@ -535,7 +535,10 @@ async def test_other_workspace_files_reach_the_prompt_and_nothing_outside(tmp_pa
     outside.write_text("secret_token = 'x'\n")
     s = Session()
     await s.start(
-        json.dumps(["{context}"]), program=[str(SCRIPTED)], folders=[ws.as_uri()]
+        json.dumps(["{context}"]),
+        program=[str(SCRIPTED)],
+        folders=[ws.as_uri()],
+        options={"crossFile": True},
     )
     await s.wait_status("ready")
     try:

@@ -39,7 +39,7 @@ export const DEFAULTS: Readonly<ServerSettings> = Object.freeze({
   inCommentsAndStrings: false,
   maxLineSuffix: 8,
   nextSuggestion: true,
-  crossFile: true,
+  crossFile: false,
   crossFileTokens: 192,
   crossFileSources: ['recent', 'imports'],
   backend: 'local',
