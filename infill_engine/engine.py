@@ -52,7 +52,7 @@ FLOOR_LINE_TOKENS = 48
 _RERANK_LINES = 2
 _RERANK_CHARS = 120
 # What a plan depends on: the prefix, the suffix and the span lengths asked for.
-_PlanKey = tuple[str, str, tuple[int, ...]]
+_PlanKey = tuple[str, int, str, str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)

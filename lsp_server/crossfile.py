@@ -162,9 +162,9 @@ class CrossFile:
         left = budget_chars
         for where, texts in reversed(parts):  # nearest the prefix first
             header = f"{comment} {where}\n"
-            body = []
+            body: list[str] = []
             for text in texts:  # a file's definitions as far as they fit
-                if len(header) + sum(map(len, body)) + len(text) + 1 > left:
+                if len(header) + sum(len(b) for b in body) + len(text) + 1 > left:
                     break
                 body.append(text + "\n")
             if not body:

@@ -79,8 +79,10 @@ def holes(
     for path in paths:
         language = crossfile._LANGUAGE_OF.get(path.suffix)
         group = GROUPS.get(language or "")
+        if language is None or group is None:
+            continue
         text = path.read_text(encoding="utf-8")
-        tree = syntax.parse(language or "", text) if group else None
+        tree = syntax.parse(language, text)
         if tree is None or tree.root_node.has_error:
             continue
         names: set[str] = set()
@@ -126,8 +128,13 @@ def holes(
     return found
 
 
-_IMPORTS = ("import_statement", "import_from_statement", "import_declaration")
-_IMPORTS += ("use_declaration", "export_statement")
+_IMPORTS = (
+    "import_statement",
+    "import_from_statement",
+    "import_declaration",
+    "use_declaration",
+    "export_statement",
+)
 
 
 def _in_code(tree: Any, text: str, offset: int) -> bool:
