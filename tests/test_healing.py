@@ -40,12 +40,21 @@ def test_a_word_piece_is_left_off_and_the_rest_is_kept(healing, tiny_tokenizer):
     assert tiny_tokenizer.decode(kept) + healed == PREFIX
 
 
-@pytest.mark.parametrize("prefix", ["x = foo(", "x = ", "if x:\n", ""])
-def test_a_prefix_that_ends_without_a_word_character_is_not_healed(
-    healing, tiny_tokenizer, prefix
-):
+@pytest.mark.parametrize("prefix", ["if x:\n", "x = 1\n    ", ""])
+def test_a_line_break_is_never_healed(healing, tiny_tokenizer, prefix):
     ids = encode(tiny_tokenizer, prefix)
+    if ids and "\n" not in tiny_tokenizer.decode(ids[-1:]):
+        ids = ids + encode(tiny_tokenizer, "\n")  # end on a token with the break
     assert healing.heal(ids) == (ids, "")
+
+
+@pytest.mark.parametrize("prefix", ["x = foo(", "x = ", "total = values[", "a.b"])
+def test_a_space_or_a_sign_is_healed_too(healing, tiny_tokenizer, prefix):
+    # `x = |foo`: the prefix ends in a space the tokenizer joins to the next word
+    ids = encode(tiny_tokenizer, prefix)
+    kept, healed = healing.heal(ids)
+    assert kept == ids[:-1] and healed == tiny_tokenizer.decode(ids[-1:])
+    assert tiny_tokenizer.decode(kept) + healed == prefix
 
 
 def test_allowed_tokens_start_with_the_healed_text(healing, tiny_tokenizer):

@@ -4,9 +4,12 @@ A hole cut mid-word (`self.ty|pe`) leaves the prefix ending in a piece (` ty`) t
 tokenizer would never produce for the whole text (` type`), and the model must continue
 from a split it rarely saw. Healing leaves that last token off the canvas and lets the
 first span slot hold only tokens whose text starts with it (` ty`, ` type`, ` typed`,
-...); the fill is what follows the healed text. Only a piece that ends in a word
-character is healed: healing after spaces and indents as well (`x = |foo`: ` ` then
-`foo` against ` foo`) matched fewer held-out lines with the default model.
+...); the fill is what follows the healed text. The same holds after a space or a sign
+(`x = |foo`: the prefix ends in ` `, where the tokenizer writes ` foo`; `f(|`), so any
+last token is healed but one that holds a line break (a fill does not rewrite the line
+above). With the diffusion adapter, healing only word pieces matched more held-out
+lines; with floor decoding, which is the base's own reading, healing every piece does
+(docs/model.md).
 """
 
 from __future__ import annotations
@@ -51,15 +54,15 @@ class TokenHealing:
         self._masks: dict[str, torch.Tensor] = {}
 
     def heal(self, ids: Sequence[int]) -> tuple[list[int], str]:
-        """The prefix ids without their last token, and its text, when that token
-        ends in a word character (a name, keyword or number the fill may go on with);
-        else the ids unchanged and "". A token holding a line break is never healed:
-        a fill does not rewrite the line above."""
+        """The prefix ids without their last token, and its text; the ids unchanged
+        and "" when that token holds a line break (a fill does not rewrite the line
+        above), has no text (a special token) or only part of a character (a byte
+        of a longer UTF-8 sequence, which decodes to U+FFFD)."""
         if not ids:
             return list(ids), ""
         last = ids[-1]
         text = self.texts[last] if 0 <= last < self.vocab_size else ""
-        if not text or not _is_word_char(text[-1]) or "\n" in text:
+        if not text or "\n" in text or "\ufffd" in text:
             return list(ids), ""
         return list(ids[:-1]), text
 
@@ -82,10 +85,6 @@ class TokenHealing:
             self.allowed(h) for h, n in zip(healed, rows, strict=True) for _ in range(n)
         ]
         return torch.stack(masks)
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
 
 
 def unheal(text: str, healed: str) -> str:
