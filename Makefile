@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-vscode test-nvim-012 lint bench clean
+.PHONY: setup demo test test-vscode test-nvim-012 lint bench datapack gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,17 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/infill bench
+
+# Training data for a GPU run (docs/training.md): sources fetched once, tokenised with
+# the default model's tokenizer, holes planned; work-data/datapack.
+datapack: setup
+	$(BIN)/python -m infill_engine.evals.polyglot
+	$(BIN)/python -m infill_engine.training.datapack
+
+# The GPU run's CPU rehearsal: a tiny model, seconds.
+gpu-smoke: $(STAMP)
+	$(BIN)/python -m infill_engine.training.gpu_run --smoke --minutes 0.3 \
+		--after-minutes 0.05 --out work-data/gpu-run-smoke/out
 
 clean:
 	rm -rf $(VENV) .pytest_cache

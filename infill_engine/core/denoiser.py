@@ -53,6 +53,8 @@ from transformers.models.diffusion_gemma.modeling_diffusion_gemma import (
     apply_rotary_pos_emb,
 )
 
+from infill_engine.core import rows as adapter_rows
+
 
 def readout_shift(model: Any) -> int:
     """Canvas positions between a slot and the position its logits are read from:
@@ -529,11 +531,12 @@ def _last_layer_rows(
     keys and values of the other positions (computed, nothing more) and to their own."""
     attn = layer.self_attn
     cos, sin = rope
-    keys, values = _keys_values(
-        attn,
-        layer.input_layernorm(_outside(hidden, rows)),
-        (_outside(cos, rows), _outside(sin, rows)),
-    )
+    with adapter_rows.narrowed(lambda mask: _outside(mask, rows)):
+        keys, values = _keys_values(
+            attn,
+            layer.input_layernorm(_outside(hidden, rows)),
+            (_outside(cos, rows), _outside(sin, rows)),
+        )
     prompt = cache.layers[attn.layer_idx]
     kv = _KV(
         torch.cat([prompt.keys, keys], dim=-2),
@@ -542,13 +545,14 @@ def _last_layer_rows(
     if record is not None:
         record.layers.append(kv)
     context = ContextCache(rows, [kv] * (attn.layer_idx + 1))  # read at layer_idx
-    return layer(
-        hidden[:, rows],
-        position_embeddings=(cos[:, rows], sin[:, rows]),
-        attention_mask=None,
-        position_ids=positions[:, rows],
-        cache=context,
-    )
+    with adapter_rows.narrowed(lambda mask: mask[:, rows]):
+        return layer(
+            hidden[:, rows],
+            position_embeddings=(cos[:, rows], sin[:, rows]),
+            attention_mask=None,
+            position_ids=positions[:, rows],
+            cache=context,
+        )
 
 
 def _outside(t: torch.Tensor, rows: slice) -> torch.Tensor:

@@ -17,11 +17,7 @@ tree-sitter grammar the language server uses finds no syntax error in the file.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import subprocess
-import tarfile
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +26,7 @@ from infill_engine.data.corpus import (
     SourceFile,
     deduplicate,
 )
+from infill_engine.data.packages import fetch, language_of, package_sources
 from infill_engine.tools import grammars
 
 # (registry, name, version, SPDX licence, folder of sources in the package)
@@ -50,58 +47,7 @@ PACKAGES = (
     ("debian", "librust-semver-dev", "1.0.14-1", "MIT OR Apache-2.0", "usr/"),
     ("debian", "librust-smallvec-dev", "1.9.0-1", "MIT OR Apache-2.0", "usr/"),
 )
-LANGUAGES = {".ts": "typescript", ".js": "javascript", ".go": "go", ".rs": "rust"}
 SPLIT = "polyglot"
-
-
-def language_of(path: str) -> str | None:
-    """The language of a source path, None for one this set does not hold."""
-    if path.endswith((".d.ts", "_test.go", ".min.js")) or "/tests/" in path:
-        return None
-    return next((lang for ext, lang in LANGUAGES.items() if path.endswith(ext)), None)
-
-
-def fetch(registry: str, name: str, version: str, cache: Path) -> Path:
-    """The package file in `cache`, downloaded once."""
-    cache.mkdir(parents=True, exist_ok=True)
-    if registry == "npm":
-        target = cache / f"{name}-{version}.tgz"
-        command = ["npm", "pack", "--silent", f"{name}@{version}"]
-    else:
-        target = cache / f"{name}_{version.replace(':', '%3a')}_all.deb"
-        command = ["apt-get", "download", f"{name}={version}"]
-    if not target.is_file():
-        subprocess.run(command, cwd=cache, check=True, capture_output=True)
-        found = sorted(cache.glob(f"{name}[-_]*"))
-        if not found:
-            raise FileNotFoundError(f"{' '.join(command)} left no file in {cache}")
-        found[-1].rename(target)
-    return target
-
-
-def package_sources(path: Path, folder: str) -> Iterator[tuple[str, str]]:
-    """(path inside the package, text) of every source file under `folder`."""
-    if path.suffix == ".deb":
-        data = subprocess.run(
-            ["dpkg-deb", "--fsys-tarfile", str(path)], check=True, capture_output=True
-        ).stdout
-        archive = tarfile.open(fileobj=io.BytesIO(data))
-    else:
-        archive = tarfile.open(path)
-    with archive:
-        for member in archive.getmembers():
-            name = member.name.removeprefix("./")
-            if not member.isfile() or not name.startswith(folder):
-                continue
-            if language_of(name) is None:
-                continue
-            handle = archive.extractfile(member)
-            if handle is None:
-                continue
-            try:
-                yield name, handle.read().decode("utf-8")
-            except UnicodeDecodeError:
-                continue
 
 
 def build(data: Path) -> dict[str, int]:

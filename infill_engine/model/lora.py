@@ -10,6 +10,11 @@ alone: an update at their scale would be lost or explode.
 Saved as safetensors: per adapted projection `layers.{i}.{name}.lora_a` (r, in) and
 `.lora_b` (out, r), with the scale in the metadata. `merge_adapter` adds
 `scale * b @ a` to the base weights, which is what the build does.
+
+`adapter_rows(mask)` limits every adapter to some rows of the input (the noised span
+slots and the suffix, when training for the left-to-right floor: the rows the floor
+reads stay the base's), and `without_adapter()` turns them all off (the prompt's
+prefill under that training).
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from infill_engine.core import rows as adapter_row_mask
+from infill_engine.core.rows import adapter_rows, without_adapter
+
+__all__ = ["adapter_rows", "without_adapter"]
 
 TARGETS = (
     "self_attn.q_proj",
@@ -63,8 +73,18 @@ class LoRALinear(nn.Module):
         return self.base.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low = (x.to(self.lora_a.dtype) @ self.lora_a.T) @ self.lora_b.T
-        return self.base(x) + (low * self.scale).to(x.dtype)
+        rows = adapter_row_mask.current()
+        if rows is adapter_row_mask.OFF:
+            return self.base(x)
+        low = (x.to(self.lora_a.dtype) @ self.lora_a.T) @ self.lora_b.T * self.scale
+        if rows is not None:
+            if tuple(rows.shape) != tuple(x.shape[:-1]):
+                raise ValueError(
+                    f"adapter rows {tuple(rows.shape)} do not fit an input "
+                    f"{tuple(x.shape)}"
+                )
+            low = low * rows.unsqueeze(-1).to(low.dtype)
+        return self.base(x) + low.to(x.dtype)
 
     def delta(self) -> torch.Tensor:
         """(out, in) the change this adapter makes to the base weight."""
@@ -107,6 +127,38 @@ def save_adapter(
     metadata = {"scale": str(scales.pop()), "meta": json.dumps(meta)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
+
+
+@torch.no_grad()
+def load_adapter(adapters: dict[str, LoRALinear], path: Path) -> dict[str, Any]:
+    """Load a saved adapter into `adapters` (to resume training it); returns the
+    metadata it was saved with.
+
+    Raises:
+        ValueError: the file does not fit these adapters.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        keys = set(handle.keys())
+        want = {f"{n}.lora_{p}" for n in adapters for p in "ab"}
+        if keys != want:
+            raise ValueError(f"{path} holds other adapters than this model's")
+        for name, lora in adapters.items():
+            for part in ("a", "b"):
+                param = getattr(lora, f"lora_{part}")
+                saved = handle.get_tensor(f"{name}.lora_{part}")
+                if saved.shape != param.shape:
+                    raise ValueError(
+                        f"{path}: {name}.lora_{part} is {tuple(saved.shape)}, "
+                        f"the model's {tuple(param.shape)}"
+                    )
+                param.copy_(saved.to(param.dtype))
+    scale = float(metadata.get("scale", "nan"))
+    if any(abs(lora.scale - scale) > 1e-6 for lora in adapters.values()):
+        raise ValueError(f"{path} was saved with scale {scale}, not this adapter's")
+    return json.loads(metadata.get("meta", "{}"))
 
 
 @torch.no_grad()

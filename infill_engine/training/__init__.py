@@ -2,6 +2,8 @@
 
     python -m infill_engine.data.corpus   # stdlib + listed wheels -> work-data
     python -m infill_engine.training.adapt    # the default model's adapter
+    python -m infill_engine.training.datapack # tokenised once, holes planned
+    python -m infill_engine.training.gpu_run  # train on a GPU, judge, bench
     python -m infill_engine.evals.compare  # line fills against left to right
     python -m infill_engine.evals.evaluate --model DIR --set heldout
 

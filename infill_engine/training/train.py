@@ -45,6 +45,7 @@ loop over experts; `--compile` compiles the `lm` step with torch.compile.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -152,9 +153,45 @@ def make_example(
     """
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     chars = (max(buckets) + canvas_length) * 8  # the engine's text budget per token
-    prefix_ids = encode(hole.prefix[-chars:])
-    middle_ids = encode(hole.middle)
-    suffix_ids = encode(hole.suffix[: canvas_length * 8])
+    ids = Ids(tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    return layout_example(
+        encode(hole.prefix[-chars:]),
+        encode(hole.middle),
+        encode(hole.suffix[: canvas_length * 8]),
+        ids,
+        span,
+        canvas_length,
+        rng,
+        buckets,
+        shift,
+        spans,
+    )
+
+
+@dataclass(frozen=True)
+class Ids:
+    """The special tokens a layout needs."""
+
+    bos: int
+    pad: int
+    eos: int
+
+
+def layout_example(
+    prefix_ids: Sequence[int],
+    middle_ids: Sequence[int],
+    suffix_ids: Sequence[int],
+    ids: Ids,
+    span: int | None,
+    canvas_length: int,
+    rng: random.Random,
+    buckets: Sequence[int] = PROMPT_BUCKETS,
+    shift: int = 0,
+    spans: Sequence[int] = SPAN_CHOICES,
+) -> Example | None:
+    """`make_example` on token ids (a data pack's, tokenised once): the engine's
+    layout, the prompt cut to a bucket length; None when the middle is empty or does
+    not fit the largest span, or the prefix is too short for the bucket drawn."""
     if not middle_ids or len(middle_ids) >= max(spans):
         return None
     span = span or choose_span(len(middle_ids), rng, spans)
@@ -163,8 +200,8 @@ def make_example(
         suffix_ids,
         [span],
         canvas_length,
-        tokenizer.bos_token_id,
-        tokenizer.pad_token_id,
+        ids.bos,
+        ids.pad,
         longest,
         readout_shift=shift,
     )
@@ -173,7 +210,7 @@ def make_example(
     batch = plan(want)
     if batch.prompt_ids.shape[1] != want:
         return None
-    target = span_targets(batch, middle_ids, tokenizer.eos_token_id)
+    target = span_targets(batch, middle_ids, ids.eos)
     return Example(batch.prompt_ids[0], target[0], batch.span_mask[0])
 
 
@@ -328,6 +365,7 @@ def span_loss(
     gen: torch.Generator,
     lm_weight: float = 0.0,
     encoder_grad: bool = True,
+    adapter_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross entropy on the noised span slots, plus `CLEAN_WEIGHT` times that on the
     clean ones, plus `lm_weight` times the encoder's next-token loss on the prompt.
@@ -348,8 +386,14 @@ def span_loss(
         encoder_grad: False runs the prompt's prefill without gradients: the loss
             then trains the weights through the decoder's span slots only, and the
             prefill costs a forward, not a forward and a backward.
+        adapter_rows: (B, L) canvas rows a low-rank adapter may change (`floor_rows`);
+            the prompt's prefill then runs without it. None: every row, as merged.
     """
-    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+    from infill_engine.core import rows
+
+    limited = adapter_rows is not None
+    prefill = rows.without_adapter() if limited else contextlib.nullcontext()
+    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()), prefill:
         cache, encoded = encode_prompt(model, batch.prompt_ids)
     positions = decoder_positions(
         batch.prompt_ids.shape[1], noisy.shape[1], noisy.device
@@ -358,15 +402,19 @@ def span_loss(
     read = read_window(model, window)  # the engine's readout: slot i from i - shift
     known = ~noised  # pinned context and clean span slots
     previous = None
-    if self_cond:
-        low, high = SELF_COND_TEMPERATURE
-        temperature = low + (high - low) * float(torch.rand(1, generator=gen))
-        with torch.no_grad():
-            previous = (
-                window_logits(model, noisy, None, cache, positions, read, known)
-                / temperature
-            )
-    logits = window_logits(model, noisy, previous, cache, positions, read, known)
+    scope: Any = contextlib.nullcontext()
+    if adapter_rows is not None:
+        scope = rows.adapter_rows(adapter_rows)
+    with scope:
+        if self_cond:
+            low, high = SELF_COND_TEMPERATURE
+            temperature = low + (high - low) * float(torch.rand(1, generator=gen))
+            with torch.no_grad():
+                previous = (
+                    window_logits(model, noisy, None, cache, positions, read, known)
+                    / temperature
+                )
+        logits = window_logits(model, noisy, previous, cache, positions, read, known)
     target = batch.target[:, window]
     losses = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, W)
     hidden, clean = noised[:, window], (batch.span_mask & ~noised)[:, window]
@@ -375,6 +423,16 @@ def span_loss(
     if lm_weight and batch.prompt_ids.shape[1] > 1:
         loss = loss + lm_weight * next_token_loss(model, batch.prompt_ids, encoded)
     return loss
+
+
+def floor_rows(span_mask: torch.Tensor, noised: torch.Tensor) -> torch.Tensor:
+    """(B, L) the canvas rows an adapter trained for the left-to-right floor may
+    change: the noised span slots and the suffix after the span. The pinned prefix
+    tail and the clean (committed) span slots are what the floor reads causally; left
+    to the base, they keep its exact next-token predictions."""
+    count = span_mask.sum(1, keepdim=True)
+    after = (span_mask.cumsum(1) == count) & ~span_mask & (count > 0)
+    return noised | after
 
 
 def learning_rate(step: int, progress: float, peak: float, warmup: int) -> float:
