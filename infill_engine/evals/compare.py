@@ -215,7 +215,7 @@ def left_to_right_filler(
     """Greedy decoding of a causal model from the prefix alone, to the line's end; it
     keeps the last `prefix_tokens` tokens of the prefix. With `heal`, it heals
     the prefix's last token as the engine does (`infill_engine.core.healing`): the
-    first token it writes may rewrite that token, when it ends in a word character."""
+    first token it writes may rewrite that token, unless it holds a line break."""
     from infill_engine.core.healing import TokenHealing, unheal
 
     newline = {i for t, i in tokenizer.get_vocab().items() if "\n" in t}
