@@ -244,3 +244,23 @@ def test_the_gpu_run_rehearses_end_to_end_and_resumes(tmp_path):
     (work / "checkpoint.pt").unlink()
     with pytest.raises(SystemExit, match="has rank 4"):
         gpu_run.main([*common, "--minutes", "0.1", "--rank", "8"])
+
+
+def test_vocab_coverage_counts_the_tokens_the_kept_table_drops(
+    tiny_tokenizer, tmp_path
+):
+    from dataclasses import asdict
+
+    from infill_engine.evals import vocab_coverage
+
+    (tmp_path / "corpus").mkdir()
+    texts = {"heldout": "def f(x):\n    return x\n", "polyglot": "let x = 1;\n"}
+    for split in vocab_coverage.SPLITS:
+        origin = "pkg/a.ts" if split == "polyglot" else "pkg/a.py"
+        file = SourceFile(origin, "pkg", "MIT", texts.get(split, "x = 1\n"))
+        (tmp_path / "corpus" / f"{split}.jsonl").write_text(json.dumps(asdict(file)))
+    ids = tiny_tokenizer(texts["polyglot"], add_special_tokens=False)["input_ids"]
+    kept = set(range(len(tiny_tokenizer))) - {ids[0]}
+    counts = vocab_coverage.coverage(tiny_tokenizer, kept, tmp_path, 1)
+    assert counts["polyglot/typescript"] == (len(ids), ids.count(ids[0]))
+    assert counts["heldout/python"][1] == 0
