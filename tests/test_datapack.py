@@ -239,6 +239,14 @@ def test_the_gpu_run_rehearses_end_to_end_and_resumes(tmp_path):
     with safe_open(str(out / "adapter.safetensors"), framework="pt") as handle:
         key = next(k for k in handle.keys() if k.endswith(".lora_a"))
         assert handle.get_slice(key).get_shape()[0] == 4
+    # A pack tokenised with another vocabulary is refused.
+    manifest = work / "pack" / "manifest.json"
+    kept = manifest.read_text()
+    changed = json.loads(kept) | {"tokenizer_sha256": "0" * 64}
+    manifest.write_text(json.dumps(changed))
+    with pytest.raises(SystemExit, match="another vocabulary"):
+        gpu_run.main([*common, "--minutes", "0.1"])
+    manifest.write_text(kept)
     shipped = work / "shipped.safetensors"
     (out / "adapter.safetensors").replace(shipped)
     (work / "checkpoint.pt").unlink()

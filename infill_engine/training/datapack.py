@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import hashlib
 import json
 import random
 import time
@@ -221,6 +222,7 @@ def build(
     np.savez_compressed(out / "pack.npz", allow_pickle=False, **arrays)
     manifest = {
         "vocab_size": len(tokenizer),
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
         "seed": seed,
         "dropped": dropped,
         "splits": {
@@ -236,6 +238,13 @@ def build(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of the tokenizer's vocabulary (text to id): a pack's token ids mean
+    something only to a tokenizer with the same one."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
 
 
 def _summary(

@@ -57,7 +57,12 @@ import torch
 from infill_engine.core.rows import without_adapter
 from infill_engine.data.corpus import DEFAULT_DATA
 from infill_engine.model.lora import add_adapter, load_adapter, save_adapter
-from infill_engine.training.datapack import DEFAULT_OUT, DataPack, fixed_batches
+from infill_engine.training.datapack import (
+    DEFAULT_OUT,
+    DataPack,
+    fixed_batches,
+    tokenizer_fingerprint,
+)
 from infill_engine.training.train import (
     Ids,
     add_noise,
@@ -136,12 +141,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         pack = DataPack.load(args.pack)
         model, tokenizer = _base(work / "base", args.base_pack)
-        if pack.manifest["vocab_size"] != len(tokenizer):
-            raise SystemExit(
-                f"the data pack was tokenised for {pack.manifest['vocab_size']} tokens,"
-                f" the base has {len(tokenizer)}: rebuild the pack"
-            )
         args.adapter = args.adapter or SHIPPED
+    if pack.manifest.get("tokenizer_sha256") != tokenizer_fingerprint(tokenizer):
+        raise SystemExit(
+            "the data pack was tokenised with another vocabulary than the model's: "
+            "rebuild it (python -m infill_engine.training.datapack)"
+        )
     log(f"data pack: {_pack_line(pack)}")
     model.config._attn_implementation = "sdpa"
     model.to(device)
