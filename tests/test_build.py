@@ -181,3 +181,27 @@ def test_the_floor_build_keeps_the_base_weights_whatever_adapter_ships(
     assert build.up_to_date(tmp_path)
     record = json.loads((tmp_path / "build.json").read_text())
     assert record["adapter"] is None and record["full_attention_values"] is True
+
+
+def test_a_new_table_of_kept_tokens_makes_a_build_stale(monkeypatch, tmp_path):
+    """Token ids mean another text under another table: the build must be redone."""
+    table = tmp_path / "kept_tokens.json"
+    table.write_text("[0, 1, 2]")
+    monkeypatch.setattr(build, "KEPT_TOKENS", table)
+    out = tmp_path / "model"
+    out.mkdir()
+    build.write_provenance(out, adapted=False)
+    assert build.up_to_date(out)
+    table.write_text("[0, 1, 3]")
+    assert not build.up_to_date(out)
+    # A build recorded before the key is the first table's.
+    record = json.loads((out / "build.json").read_text())
+    del record["kept_tokens_sha256"]
+    (out / "build.json").write_text(json.dumps(record))
+    assert not build.up_to_date(out)
+    monkeypatch.setattr(
+        build, "KEPT_TOKENS", build.PACKAGE_DIR / "adapter" / "kept_tokens.json"
+    )
+    assert build.up_to_date(out) == (
+        build.sha256(build.KEPT_TOKENS) == build.FIRST_KEPT_TOKENS_SHA256
+    )

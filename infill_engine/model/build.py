@@ -47,6 +47,10 @@ CANVAS_LENGTH = 64
 PACKAGE_DIR = Path(__file__).parent.parent
 ADAPTER = PACKAGE_DIR / "adapter" / "adapter.safetensors"
 KEPT_TOKENS = PACKAGE_DIR / "adapter" / "kept_tokens.json"
+# The table every build had before build.json recorded which one it used.
+FIRST_KEPT_TOKENS_SHA256 = (
+    "8ed50f6e342e9b1655c58aa1e45b1852cf55adf29ed821f3784d9ca10323660f"
+)
 LICENCE_DIR = PACKAGE_DIR / "adapter"
 # Engine defaults written as the built model's infill.json. Floor decoding reads the
 # prefix as the base does, so it gets as much of it as the left-to-right baseline of
@@ -254,11 +258,14 @@ def up_to_date(directory: Path) -> bool:
     the model at the next `make setup`)."""
     record = _read_json(directory / "build.json")
     shipped = sha256(ADAPTER) if MERGE_ADAPTER and ADAPTER.is_file() else None
+    kept = sha256(KEPT_TOKENS) if KEPT_TOKENS.is_file() else None
     return (
         isinstance(record, dict)
         and record.get("adapter_sha256") == shipped
         # builds before this key kept the value projections
         and record.get("full_attention_values", True) == FULL_ATTENTION_VALUES
+        # builds before this key kept the first table of kept tokens
+        and record.get("kept_tokens_sha256", FIRST_KEPT_TOKENS_SHA256) == kept
     )
 
 
@@ -276,6 +283,7 @@ def write_provenance(directory: Path, adapted: bool) -> None:
         "adapter": ADAPTER.name if adapted else None,
         "adapter_sha256": sha256(ADAPTER) if adapted else None,
         "full_attention_values": FULL_ATTENTION_VALUES,
+        "kept_tokens_sha256": sha256(KEPT_TOKENS) if KEPT_TOKENS.is_file() else None,
         "model": DEFAULT_MODEL_NAME,
     }
     (directory / "build.json").write_text(json.dumps(record, indent=2) + "\n")
