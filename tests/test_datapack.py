@@ -272,3 +272,16 @@ def test_vocab_coverage_counts_the_tokens_the_kept_table_drops(
     counts = vocab_coverage.coverage(tiny_tokenizer, kept, tmp_path, 1)
     assert counts["polyglot/typescript"] == (len(ids), ids.count(ids[0]))
     assert counts["heldout/python"][1] == 0
+
+
+def test_kept_vocabulary_scores_weigh_each_language_alike(built, tiny_tokenizer):
+    from infill_engine.training import keptvocab
+
+    _, pack, train_files, _ = built
+    scores, counted = keptvocab.language_scores(pack, tiny_tokenizer, tiny_tokenizer)
+    assert counted == {"python": int(pack.arrays["train_offsets"][-1])}
+    assert abs(sum(scores.values()) - 1.0) < 1e-9  # one language: shares sum to 1
+    common = max(scores, key=scores.__getitem__)
+    text = "".join(f.text for f in train_files)
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids.count(common) == max(ids.count(i) for i in set(ids))
