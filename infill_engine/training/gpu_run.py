@@ -67,7 +67,6 @@ from infill_engine.training.train import (
     Ids,
     add_noise,
     floor_rows,
-    heldout_loss,
     learning_rate,
     span_loss,
 )
@@ -150,15 +149,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"data pack: {_pack_line(pack)}")
     model.config._attn_implementation = "sdpa"
     model.to(device)
-    rank, alpha = _shape_of(work / "checkpoint.pt", args.adapter, args.rank)
+    checkpoint = work / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=False) if checkpoint.is_file() else None
+    rank, alpha = _shape_of(saved, args.adapter, args.rank)
     adapters = add_adapter(model, rank, alpha)
     params = [p for lora in adapters.values() for p in (lora.lora_a, lora.lora_b)]
     optimizer = torch.optim.AdamW(
         params, lr=args.lr, weight_decay=0.0, fused=device.type == "cuda"
     )
     state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "tokens": 0, "span_tokens": 0}
-    checkpoint = work / "checkpoint.pt"
-    resumed_from = _resume(checkpoint, args.adapter, adapters, optimizer, state, log)
+    resumed_from = _resume(saved, args.adapter, adapters, optimizer, state, log)
+    del saved
     start_tensors = _tensors(adapters)
     canvas = int(model.config.canvas_length)
     layout = dict(
@@ -317,23 +318,20 @@ def _pack_line(pack: DataPack) -> str:
 
 
 def _resume(
-    checkpoint: Path,
+    saved: dict[str, Any] | None,
     adapter: Path | None,
     adapters: dict[str, Any],
     optimizer: Any,
     state: dict[str, Any],
     log: _Log,
 ) -> str:
-    """Load the last checkpoint, else the adapter file, else nothing; what it was."""
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=False)
-        with torch.no_grad():
-            for name, lora in adapters.items():
-                lora.lora_a.copy_(saved["adapter"][f"{name}.lora_a"])
-                lora.lora_b.copy_(saved["adapter"][f"{name}.lora_b"])
+    """Load the last checkpoint (`saved`, as read), else the adapter file, else
+    nothing; what it was."""
+    if saved is not None:
+        _restore(adapters, saved["adapter"])
         optimizer.load_state_dict(saved["optimizer"])
         state.update(saved["state"])
-        log(f"resumed from {checkpoint} at step {state['step']}")
+        log(f"resumed from the checkpoint at step {state['step']}")
         return f"checkpoint at step {state['step']}"
     if adapter is not None and adapter.is_file():
         meta = load_adapter(adapters, adapter)
@@ -344,12 +342,11 @@ def _resume(
 
 
 def _shape_of(
-    checkpoint: Path, adapter: Path | None, rank: int | None
+    saved: dict[str, Any] | None, adapter: Path | None, rank: int | None
 ) -> tuple[int, float]:
-    """(rank, alpha) of the adapter a run resumes: the checkpoint's, else the adapter
-    file's, else `rank` (16) with alpha twice it."""
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=False)
+    """(rank, alpha) of the adapter a run resumes: the checkpoint's (`saved`), else
+    the adapter file's, else `rank` (16) with alpha twice it."""
+    if saved is not None:
         return int(saved["rank"]), float(saved["alpha"])
     if adapter is not None and adapter.is_file():
         from safetensors import safe_open
@@ -363,6 +360,14 @@ def _shape_of(
         return found, scale * found
     rank = rank or 16
     return rank, 2.0 * rank
+
+
+@torch.no_grad()
+def _restore(adapters: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Set every adapter to `tensors` (as `_tensors` took them)."""
+    for name, lora in adapters.items():
+        lora.lora_a.copy_(tensors[f"{name}.lora_a"])
+        lora.lora_b.copy_(tensors[f"{name}.lora_b"])
 
 
 def _tensors(adapters: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -495,45 +500,31 @@ def _judge(
     the adapter limited to floor rows as in training."""
     device = next(model.parameters()).device
 
-    def loss() -> float:
+    def loss(limited: bool) -> float:
         values = []
-        with torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+            ),
         ):
             for batch, noisy, noised in fixed:
-                rows = floor_rows(batch.span_mask, noised)
+                rows = floor_rows(batch.span_mask, noised) if limited else None
                 gen = torch.Generator().manual_seed(0)
-                with torch.no_grad():
-                    values.append(
-                        float(
-                            span_loss(
-                                model,
-                                batch,
-                                noisy,
-                                noised,
-                                False,
-                                gen,
-                                0.0,
-                                False,
-                                rows,
-                            )
-                        )
-                    )
+                value = span_loss(
+                    model, batch, noisy, noised, False, gen, 0.0, False, rows
+                )
+                values.append(float(value))
         return round(sum(values) / len(values), 4)
 
     model.eval()
-    result = {"new": loss()}
+    result = {"new": loss(True)}
     now = _tensors(adapters)
-    with torch.no_grad():
-        for name, lora in adapters.items():
-            lora.lora_a.copy_(start[f"{name}.lora_a"])
-            lora.lora_b.copy_(start[f"{name}.lora_b"])
-        result["resumed"] = loss()
-        with without_adapter():
-            result["base"] = round(heldout_loss(model, fixed), 4)
-        for name, lora in adapters.items():
-            lora.lora_a.copy_(now[f"{name}.lora_a"])
-            lora.lora_b.copy_(now[f"{name}.lora_b"])
+    _restore(adapters, start)
+    result["resumed"] = loss(True)
+    with without_adapter():  # measured as the other two, the adapter off
+        result["base"] = loss(False)
+    _restore(adapters, now)
     return result
 
 
