@@ -11,7 +11,6 @@ trimmed tokenizer, and the trimmed model cannot write that token.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from infill_engine.data.corpus import DEFAULT_DATA, load_split
@@ -45,13 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         "--train-every", type=int, default=20, help="read every Nth training file"
     )
     args = parser.parse_args(argv)
-    from transformers import AutoTokenizer
+    from infill_engine.model.build import base_tokenizer, kept_tokens
 
-    from infill_engine.model.build import base_gguf, kept_tokens
-
-    with tempfile.TemporaryDirectory() as work:
-        gguf = base_gguf(Path(work))
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = base_tokenizer()
     kept = set(kept_tokens() or ())
     for key, (total, dropped) in sorted(
         coverage(tokenizer, kept, args.data, args.train_every).items()

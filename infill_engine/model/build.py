@@ -106,6 +106,18 @@ def base_gguf(work: Path) -> Path:
     return target
 
 
+def base_tokenizer() -> Any:
+    """Gemma's full tokenizer, read from the pinned base GGUF (assembled in a
+    temporary folder, removed after)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as work:
+        gguf = base_gguf(Path(work))
+        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     digest = hashlib.sha256()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -67,9 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if pack.manifest.get("tokenizer_sha256") != tokenizer_fingerprint(trimmed):
         parser.error("the pack was not tokenised with the built model's tokenizer")
-    with tempfile.TemporaryDirectory() as work:
-        gguf = build.base_gguf(Path(work))
-        full = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    full = build.base_tokenizer()
     scores, counted = language_scores(pack, trimmed, full)
     kept = choose_kept(json.loads(full.backend_tokenizer.to_str()), scores, args.size)
     args.out.write_text(json.dumps(kept))
