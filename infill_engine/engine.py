@@ -185,6 +185,54 @@ def ranked(candidates: Iterable[Candidate]) -> list[Candidate]:
     )
 
 
+def retried(
+    result: InfillResult,
+    request: InfillRequest,
+    config: DenoiseConfig,
+    again: Callable[[DenoiseConfig], InfillResult],
+) -> InfillResult:
+    """`result`, or, when the request's validity check fails every candidate of a
+    floor fill, those candidates followed by the alternatives' (`again`).
+
+    `again(config)` fills the request once more with `config.fallback_alternatives`
+    - `config.alternatives` rows, each starting with one of the first slot's
+    next-best tokens after those already tried; the prompt's prefill is reused. The
+    greedy line stays first whenever it is valid, so the fallback changes only
+    fills that would add a syntax error: the suffix, through the check, decides
+    them.
+    """
+    k = config.fallback_alternatives - config.alternatives
+    if (
+        k < 1
+        or config.decoding != "floor"
+        or request.validate is None
+        or result.cancelled
+        or any(c.valid for c in result.candidates)
+    ):
+        return result
+    more = again(config.with_overrides(alternatives=k))
+    if more.cancelled:
+        return result
+    seen = {c.text for c in result.candidates}
+    fresh = [c for c in more.candidates if c.text not in seen]
+    candidates = sorted(
+        [*result.candidates, *fresh], key=lambda c: (c.valid, c.complete), reverse=True
+    )
+    a, b = result.timings, more.timings
+    timings = Timings(
+        a.tokenize_ms + b.tokenize_ms,
+        a.prefill_ms + b.prefill_ms,
+        a.denoise_ms + b.denoise_ms,
+        a.decode_ms + b.decode_ms,
+    )
+    return InfillResult.best_of(
+        candidates,
+        result.steps + more.steps,
+        timings,
+        result.prefilled_tokens + more.prefilled_tokens,
+    )
+
+
 def plan_request(
     request: InfillRequest,
     encode: Callable[[str], list[int]],
@@ -442,7 +490,11 @@ class InfillEngine:
         """Denoise planned requests of one shape as one canvas batch."""
         config = group[0].request.config or self.config
         if config.decoding == "floor":
-            return self._fill_floor(group, config, on_step)
+            done = self._fill_floor(group, config, on_step)
+            return [
+                retried(result, p.request, config, self._again(p, config.alternatives))
+                for result, p in zip(done, group, strict=True)
+            ]
         batch = _stacked([p.batch for p in group])
         is_cancelled = _all_cancelled(group)
         t1 = time.perf_counter()
@@ -502,9 +554,11 @@ class InfillEngine:
         group: list[_Planned],
         config: DenoiseConfig,
         on_step: Callable[[StepView], None] | None = None,
+        first_rank: int = 0,
     ) -> list[InfillResult]:
         """Floor decoding (`loop.decode_floor`) of planned requests of one shape:
-        `config.alternatives` rows each, then the suffix-aware rerank."""
+        `config.alternatives` rows each, then the suffix-aware rerank. Row j of a
+        request starts with the first slot's (`first_rank` + j)-th best token."""
         check_shift(self.model)
         k = config.alternatives
         rows = [k] * len(group)
@@ -532,7 +586,7 @@ class InfillEngine:
                     self.end_ids,
                     is_cancelled,
                     self._first_slot(group, rows),
-                    list(range(k)) * len(group),
+                    list(range(first_rank, first_rank + k)) * len(group),
                     self.line_break_ids if group[0].request.single_line else None,
                     [s for s in suffixes for _ in range(k)],
                     config.draft_tokens,
@@ -582,7 +636,7 @@ class InfillEngine:
                         outcome.complete[b],
                         bool(valid),
                         len(outcome.tokens[b]),
-                        b - i * k,
+                        first_rank + b - i * k,
                         None if scores is None else scores[b],
                     )
                 )
@@ -593,6 +647,13 @@ class InfillEngine:
                 )
             )
         return results
+
+    def _again(
+        self, planned: _Planned, tried: int
+    ) -> Callable[[DenoiseConfig], InfillResult]:
+        """A floor fill of `planned` alone whose rows start after the first slot's
+        `tried` best tokens (`retried` calls it)."""
+        return lambda config: self._fill_floor([planned], config, None, tried)[0]
 
     def _reached(
         self, group: list[_Planned], k: int

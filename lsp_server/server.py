@@ -567,11 +567,13 @@ class InfillServer(LanguageServer):
             span_lengths=ctx.span_lengths,
             config=config,
             single_line=ctx.single_line,
-            # The parse check only ranks candidates: one span length, one candidate.
-            # An unseen edit checks every candidate here instead (`parsing_fill`).
+            # The parse check ranks candidates (one span length: one candidate; an
+            # unseen edit checks every candidate, `parsing_fill`), and a floor fill
+            # that fails it tries the first slot's next-best tokens.
             validate=(
                 postprocess.validator(snap.language_id, ctx)
-                if len(ctx.span_lengths) > 1 and not must_parse
+                if (len(ctx.span_lengths) > 1 and not must_parse)
+                or config.fallback_alternatives > config.alternatives
                 else None
             ),
         )

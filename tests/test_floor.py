@@ -3,6 +3,8 @@ greedy decoding with token healing, token for token; drafts and the rerank only 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import tiny_gemma3
@@ -271,3 +273,31 @@ def test_the_benchmark_runs_on_a_floor_engine(pair, tiny_tokenizer):
     overhead = bench.step_overhead(engine, steps=2, repeats=1)
     race = bench.versus_autoregressive(engine, 8, repeats=1)
     assert overhead["configured_step_ms"] > 0 and race["diffusion_ms_per_token"] > 0
+
+
+def test_a_fill_that_fails_the_check_falls_back_to_the_alternatives(
+    pair, tiny_tokenizer
+):
+    """With `fallback_alternatives`, a greedy line the check rejects is replaced by
+    the first alternative it accepts, the rows `alternatives=4` would have written;
+    a line it accepts stays, and costs no extra forward."""
+    _, converted = pair
+    request = InfillRequest(PREFIXES[0], SUFFIX, (6,))
+    wide = engine_for(converted, tiny_tokenizer, alternatives=4).fill(request)
+    greedy = next(c.text for c in wide.candidates if c.alternative == 0)
+    others = {c.alternative: c.text for c in wide.candidates if c.text != greedy}
+    assert others, "the tiny model gave no alternative other than its greedy line"
+    wanted = others[min(others)]
+    engine = engine_for(converted, tiny_tokenizer, fallback_alternatives=4)
+
+    def checked(check):
+        return engine.fill(dataclasses.replace(request, validate=check))
+
+    kept = checked(lambda text: True)
+    assert kept.text == greedy and kept.steps == engine.fill(request).steps
+    fell = checked(lambda text: text != greedy)
+    assert fell.text == wanted and fell.candidates[0].valid
+    assert [c.text for c in fell.candidates].count(greedy) == 1  # tried once
+    assert fell.steps > kept.steps
+    none = checked(lambda text: False)  # nothing passes: the greedy line leads
+    assert none.text == greedy and not any(c.valid for c in none.candidates)

@@ -10,6 +10,7 @@ the server shows it once and answers empty until the backend answers again.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from infill_engine.engine import (
     InfillResult,
     Timings,
     cancel_check,
+    retried,
 )
 
 
@@ -67,6 +69,22 @@ class RemoteEngine:
         """Fill the hole on the backend; an empty cancelled result when `cancel` was
         set before the answer came."""
         stale = cancel_check(cancel)
+        config = request.config or self.config
+        result = self._once(request, stale)
+        # The check cannot travel: a floor fill that fails it asks again for the
+        # alternatives (the greedy row comes back too, and is dropped as seen).
+        wider = config.with_overrides(
+            alternatives=config.fallback_alternatives, fallback_alternatives=1
+        )
+        return retried(
+            result,
+            request,
+            config,
+            lambda _: self._once(dataclasses.replace(request, config=wider), stale),
+        )
+
+    def _once(self, request: InfillRequest, stale: Callable[[], bool]) -> InfillResult:
+        """One call of the backend, its candidates ranked by `request.validate`."""
         started = time.perf_counter()
         answer = call(self.url, request_json(request), self.timeout_s, stale)
         if answer is None:

@@ -54,6 +54,10 @@ class DenoiseConfig:
         rerank_margin: floor decoding with alternatives: an alternative replaces the
             greedy line only when the base gives it, read on with the suffix's first
             lines, this many nats more; None keeps the greedy line first.
+        fallback_alternatives: floor decoding: when a request's validity check (a
+            parse in place) fails every row, rows up to this many in all are tried,
+            each starting with another of the first slot's best tokens, and the first
+            valid one is taken (1 or less: never).
     """
 
     max_steps: int = DEFAULT_STEPS
@@ -70,6 +74,7 @@ class DenoiseConfig:
     draft_tokens: int = 0
     alternatives: int = 1
     rerank_margin: float | None = None
+    fallback_alternatives: int = 1
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
@@ -84,6 +89,11 @@ class DenoiseConfig:
         if not isinstance(self.alternatives, int) or self.alternatives < 1:
             raise ValueError(
                 f"alternatives must be an integer >= 1 (got {self.alternatives!r})"
+            )
+        if not isinstance(self.fallback_alternatives, int):
+            raise ValueError(
+                "fallback_alternatives must be an integer "
+                f"(got {self.fallback_alternatives!r})"
             )
         if not isinstance(self.max_steps, int):
             raise ValueError(f"max_steps must be an integer (got {self.max_steps!r})")
