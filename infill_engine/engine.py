@@ -116,6 +116,15 @@ class Timings:
         """Sum of all phases."""
         return self.tokenize_ms + self.prefill_ms + self.denoise_ms + self.decode_ms
 
+    def plus(self, other: Timings) -> Timings:
+        """Phase by phase, the time of this and `other` together."""
+        return Timings(
+            self.tokenize_ms + other.tokenize_ms,
+            self.prefill_ms + other.prefill_ms,
+            self.denoise_ms + other.denoise_ms,
+            self.decode_ms + other.decode_ms,
+        )
+
 
 @dataclass(frozen=True)
 class InfillResult:
@@ -185,6 +194,13 @@ def ranked(candidates: Iterable[Candidate]) -> list[Candidate]:
     )
 
 
+def valid_first(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """Valid, then complete, candidates first; equals keep the order they came in
+    (best first already: confidence for diffusion rows, the rerank's for floor
+    alternatives)."""
+    return sorted(candidates, key=lambda c: (c.valid, c.complete), reverse=True)
+
+
 def retried(
     result: InfillResult,
     request: InfillRequest,
@@ -215,20 +231,10 @@ def retried(
         return result
     seen = {c.text for c in result.candidates}
     fresh = [c for c in more.candidates if c.text not in seen]
-    candidates = sorted(
-        [*result.candidates, *fresh], key=lambda c: (c.valid, c.complete), reverse=True
-    )
-    a, b = result.timings, more.timings
-    timings = Timings(
-        a.tokenize_ms + b.tokenize_ms,
-        a.prefill_ms + b.prefill_ms,
-        a.denoise_ms + b.denoise_ms,
-        a.decode_ms + b.decode_ms,
-    )
     return InfillResult.best_of(
-        candidates,
+        valid_first([*result.candidates, *fresh]),
         result.steps + more.steps,
-        timings,
+        result.timings.plus(more.timings),
         result.prefilled_tokens + more.prefilled_tokens,
     )
 
@@ -640,10 +646,9 @@ class InfillEngine:
                         None if scores is None else scores[b],
                     )
                 )
-            candidates.sort(key=lambda c: (c.valid, c.complete), reverse=True)
             results.append(
                 InfillResult.best_of(
-                    candidates, outcome.steps, Timings(*phases), encoded
+                    valid_first(candidates), outcome.steps, Timings(*phases), encoded
                 )
             )
         return results

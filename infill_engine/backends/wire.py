@@ -21,7 +21,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from infill_engine.core.config import DenoiseConfig
-from infill_engine.engine import Candidate, InfillRequest, InfillResult, Timings
+from infill_engine.engine import (
+    Candidate,
+    InfillRequest,
+    InfillResult,
+    Timings,
+    valid_first,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
 POLL_S = 0.01  # how often a waiting request looks at its cancel flag
@@ -116,12 +122,8 @@ def rank(result: InfillResult, validate: Callable[[str], bool] | None) -> Infill
     ranks them: validity, completeness, then the order they came in."""
     if validate is None or not result.candidates:
         return result
-    # The candidates come best first; a stable sort keeps that order among equals
-    # (confidence for diffusion rows, the rerank's for floor alternatives).
-    checked = sorted(
-        (replace(c, valid=bool(validate(c.text))) for c in result.candidates),
-        key=lambda c: (c.valid, c.complete),
-        reverse=True,
+    checked = valid_first(
+        replace(c, valid=bool(validate(c.text))) for c in result.candidates
     )
     best = checked[0]
     return InfillResult(
