@@ -29,12 +29,12 @@ def test_holes_come_from_files_that_parse_and_rebuild_them():
 
 def test_score_counts_exact_parsed_and_empty_fills():
     holes = line_holes(_files(), 10, seed=2)
-    right = score(holes, lambda h: h.middle + "\nextra line")
+    right = score(holes, lambda h, _: h.middle + "\nextra line")
     assert right["exact_match"] == 1.0 and right["parses"] == 1.0
     assert right["empty"] == 0.0
-    empty = score(holes, lambda h: "\n" + h.middle)
+    empty = score(holes, lambda h, _: "\n" + h.middle)
     assert empty["exact_match"] == 0.0 and empty["empty"] == 1.0
-    broken = score(holes, lambda h: h.middle + " ((")
+    broken = score(holes, lambda h, _: h.middle + " ((")
     assert broken["exact_match"] == 0.0 and broken["parses"] == 0.0
 
 
@@ -101,7 +101,7 @@ def test_the_polyglot_set_shares_its_holes_among_languages_and_parses_each(tmp_p
     import json
 
     from infill_engine.evals import polyglot
-    from infill_engine.evals.compare import set_holes
+    from infill_engine.evals.compare import parse_check, set_holes
 
     go = "package main\n\nfunc add(a int, b int) int {\n\treturn a + b\n}\n"
     rust = "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
@@ -116,12 +116,13 @@ def test_the_polyglot_set_shares_its_holes_among_languages_and_parses_each(tmp_p
             out.write(json.dumps(f.__dict__) + "\n")
     drawn = set_holes(tmp_path, "polyglot", 6, seed=3)
     assert len(drawn) == 6
-    languages = [
-        "go" if "func add" in h.prefix + h.middle + h.suffix else "rust"
-        for h, _ in drawn
-    ]
+    languages = [lang for _, lang in drawn]
     assert languages.count("go") == languages.count("rust") == 3
-    for hole, check in drawn:
+    for hole, language in drawn:
+        assert ("func add" in hole.prefix + hole.middle + hole.suffix) == (
+            language == "go"
+        )
+        check = parse_check(language)
         assert check(hole.prefix + hole.middle + hole.suffix)
         assert not check(hole.prefix + " (((" + hole.suffix)
     assert polyglot.language_of("x/a.d.ts") is None

@@ -301,3 +301,34 @@ def test_a_fill_that_fails_the_check_falls_back_to_the_alternatives(
     assert fell.steps > kept.steps
     none = checked(lambda text: False)  # nothing passes: the greedy line leads
     assert none.text == greedy and not any(c.valid for c in none.candidates)
+
+
+def test_compare_fills_with_the_servers_check_where_the_fallback_is_on(
+    pair, tiny_tokenizer, monkeypatch
+):
+    """`compare`'s engine rows ask as the server asks: with the fallback on, the
+    request carries the parse check of the hole's language, and a line it rejects
+    is replaced; with the fallback off, no check is built."""
+    from infill_engine.data.holes import Hole
+    from infill_engine.evals import compare
+    from infill_engine.tools import grammars
+
+    _, converted = pair
+    hole = Hole(PREFIXES[0], " value", SUFFIX, "line")
+    plain = engine_for(converted, tiny_tokenizer)
+    monkeypatch.setitem(compare._ENGINES, "plain", plain)
+    greedy = compare.first_line(compare.engine_filler("plain")(hole, "go"))
+    asked: list[str] = []
+
+    def fill_check(language, prefix, suffix, clean):
+        asked.append(language)
+        assert (prefix, suffix) == (hole.prefix, hole.suffix)
+        return lambda raw: clean(raw) != greedy
+
+    monkeypatch.setattr(grammars, "fill_check", fill_check)
+    assert compare.first_line(compare.engine_filler("plain")(hole, "go")) == greedy
+    assert asked == []
+    falling = engine_for(converted, tiny_tokenizer, fallback_alternatives=4)
+    monkeypatch.setitem(compare._ENGINES, "falling", falling)
+    assert compare.first_line(compare.engine_filler("falling")(hole, "go")) != greedy
+    assert asked == ["go"]

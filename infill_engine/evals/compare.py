@@ -15,7 +15,8 @@ at the end of what has been typed. Each hole is filled by:
 - **engine**: the model under test through the engine with its shipped settings,
   seeing prefix and suffix, as the language server asks for a line;
 - **floor**: the same engine decoding with the left-to-right floor alone (one row,
-  no rerank); the engine's own figures where its settings are that already;
+  no rerank, no fallback on a failed parse check); the engine's own figures where
+  its settings are that already;
 - **left-to-right**: the same base, Gemma 3 270M as published (unconverted, no
   adapter, its whole vocabulary), decoding greedily from the prefix alone to the end
   of the line, with the last 576 prefix tokens;
@@ -56,7 +57,7 @@ from infill_engine.evals.evaluate import parses
 MAX_LINE_TOKENS = 48
 SETS = ("heldout", "independent", "polyglot")
 
-Filler = Callable[[Hole], str]
+Filler = Callable[[Hole, str], str]  # (hole, its language's tree-sitter id) -> fill
 Parses = Callable[[str], bool]
 
 
@@ -74,22 +75,32 @@ def line_holes(
     return holes
 
 
-def set_holes(data: Path, name: str, n: int, seed: int) -> list[tuple[Hole, Parses]]:
-    """A set's holes, each with the parse check of its language. The polyglot set
-    (`polyglot`) gives each of its languages the same share of the holes."""
+def set_holes(data: Path, name: str, n: int, seed: int) -> list[tuple[Hole, str]]:
+    """A set's holes, each with its language (a tree-sitter id: `parse_check`). The
+    polyglot set (`polyglot`) gives each of its languages the same share of them."""
     files = load_split(data, name)
     if name != "polyglot":
-        return [(hole, parses) for hole in line_holes(files, n, seed)]
+        return [(hole, "python") for hole in line_holes(files, n, seed)]
     from infill_engine.evals import polyglot
 
     languages = sorted({polyglot.language_of(f.origin) or "" for f in files} - {""})
-    out: list[tuple[Hole, Parses]] = []
+    out: list[tuple[Hole, str]] = []
     for i, language in enumerate(languages):
         share = n // len(languages) + (i < n % len(languages))
-        check = functools.partial(polyglot.parses, language)
         mine = [f for f in files if polyglot.language_of(f.origin) == language]
-        out += [(hole, check) for hole in line_holes(mine, share, seed, check)]
+        drawn = line_holes(mine, share, seed, parse_check(language))
+        out += [(hole, language) for hole in drawn]
     return out
+
+
+def parse_check(language: str) -> Parses:
+    """Whether a whole file parses: by Python's own parser for Python, else by the
+    language's tree-sitter grammar."""
+    if language == "python":
+        return parses
+    from infill_engine.evals import polyglot
+
+    return functools.partial(polyglot.parses, language)
 
 
 def first_line(text: str) -> str:
@@ -98,17 +109,18 @@ def first_line(text: str) -> str:
 
 
 def score(
-    holes: Sequence[Hole], fill: Filler, checks: Sequence[Parses] | None = None
+    holes: Sequence[Hole], fill: Filler, languages: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Exact match, parse and empty rates and latency of `fill` over `holes`;
-    `checks[i]` tells whether hole i's file parses (default: as Python)."""
+    `languages[i]` is hole i's language (default: all Python)."""
     exact = parsed = empty = 0
     latencies = []
     examples: list[dict[str, str]] = []
     for i, hole in enumerate(holes):
-        check = checks[i] if checks is not None else parses
+        language = languages[i] if languages is not None else "python"
+        check = parse_check(language)
         started = time.perf_counter()
-        line = first_line(fill(hole))
+        line = first_line(fill(hole, language))
         latencies.append((time.perf_counter() - started) * 1000)
         exact += line == hole.middle.rstrip()
         parsed += check(hole.prefix + line + hole.suffix)
@@ -128,16 +140,31 @@ def score(
 
 def engine_filler(path: str, **overrides: Any) -> Filler:
     """Fills through the engine with the checkpoint at `path`, a line span;
-    `overrides` change its denoising settings (e.g. the floor alone)."""
+    `overrides` change its denoising settings (e.g. the floor alone). Where those
+    settings fall back on a failed parse check (`fallback_alternatives`), the request
+    carries the language server's check: the line adds no syntax error to the file."""
     from infill_engine import InfillRequest
     from infill_engine.core.spans import LINE_SPAN_LENGTHS
+    from infill_engine.tools import grammars
 
     engine = _engine(path)
     config = engine.config.with_overrides(**overrides) if overrides else None
+    settings = config or engine.config
+    checked = settings.fallback_alternatives > settings.alternatives
 
-    def fill(hole: Hole) -> str:
+    def fill(hole: Hole, language: str) -> str:
+        validate = None
+        if checked:
+            validate = grammars.fill_check(
+                language, hole.prefix, hole.suffix, first_line
+            )
         request = InfillRequest(
-            hole.prefix, hole.suffix, LINE_SPAN_LENGTHS, config, single_line=True
+            hole.prefix,
+            hole.suffix,
+            LINE_SPAN_LENGTHS,
+            config,
+            validate=validate,
+            single_line=True,
         )
         return engine.fill(request).text
 
@@ -224,7 +251,7 @@ def left_to_right_filler(
     healing = TokenHealing(tokenizer, vocab, stop) if heal else None
 
     @torch.no_grad()
-    def fill(hole: Hole) -> str:
+    def fill(hole: Hole, language: str = "python") -> str:
         ids = tokenizer(hole.prefix[-prefix_tokens * 8 :], add_special_tokens=False)
         kept, healed = ids["input_ids"][-prefix_tokens:], ""
         if healing is not None:
@@ -262,19 +289,25 @@ def compare(
 ) -> dict[str, Any]:
     """Every system on the same holes of every held-out set (`seed` draws them).
 
-    "floor" is the engine with one row and no rerank; where the engine's own
+    "floor" is the engine with one row, no rerank and no fallback; where its own
     settings are that already, its figures are the engine's (one run, not two)."""
     from infill_engine.model.loader import default_model
 
     model = model or default_model()
     systems: dict[str, Filler] = {"engine": engine_filler(model)}
     shipped = _engine(model).config
-    floor_alone = shipped.decoding == "floor" and (
-        shipped.alternatives == 1 or shipped.rerank_margin is None
+    floor_alone = (
+        shipped.decoding == "floor"
+        and (shipped.alternatives == 1 or shipped.rerank_margin is None)
+        and shipped.fallback_alternatives <= shipped.alternatives
     )
     if not floor_alone:
         systems["floor"] = engine_filler(
-            model, decoding="floor", alternatives=1, rerank_margin=None
+            model,
+            decoding="floor",
+            alternatives=1,
+            rerank_margin=None,
+            fallback_alternatives=1,
         )
     base, tokenizer = load_unconverted_base()
     systems["left_to_right"] = left_to_right_filler(base, tokenizer, prefix_tokens)
@@ -286,9 +319,9 @@ def compare(
     report: dict[str, Any] = {"model": model, "seed": seed, "sets": {}}
     for name in sets:
         drawn = set_holes(data, name, n, seed)
-        holes, checks = [h for h, _ in drawn], [c for _, c in drawn]
+        holes, languages = [h for h, _ in drawn], [lang for _, lang in drawn]
         report["sets"][name] = {
-            system: score(holes, fill, checks) for system, fill in systems.items()
+            system: score(holes, fill, languages) for system, fill in systems.items()
         }
         if floor_alone:
             report["sets"][name]["floor"] = report["sets"][name]["engine"]
@@ -322,9 +355,9 @@ def main(argv: list[str] | None = None) -> None:
         "--prefix-tokens",
         type=int,
         default=576,
-        help="prefix the left-to-right baseline keeps (default 576: more than the "
-        "default model's 256-token prompt plus its 64-position canvas, so the "
-        "baseline is not starved of context)",
+        help="prefix the left-to-right baseline keeps (default 576: as much as "
+        "the default model's 608-token prompt keeps at least, cut 32 tokens at a "
+        "time)",
     )
     parser.add_argument("--json", type=Path, default=Path("compare.json"))
     parser.add_argument(
