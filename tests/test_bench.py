@@ -53,12 +53,17 @@ def test_engine_report_runs_on_a_model_and_names_its_refresh(tiny_engine):
     assert all(overhead[k] > 0 for k in ("bare_forward_ms", "configured_step_ms"))
     assert race["autoregressive_forwards"] == 8 and race["diffusion_steps"] > 0
     assert race["diffusion_ms_per_token"] > 0
-    llama = engine_bench.versus_llama_cpp(tiny_engine, 8)
+    llama = engine_bench.versus_llama_cpp(tiny_engine, 8, lines=2)
     report = {"overhead": overhead, "vs_autoregressive": race, "vs_llama_cpp": llama}
     table = format_report(report)
     assert "as configured (refresh every 0)" in table
     if "skipped" in llama:  # an extra: said so in one line, not an error
         assert f"llama.cpp side by side skipped: {llama['skipped']}" in table
+    else:
+        race = llama["lines"]
+        assert race["lines"] == 2 and "engine / llama.cpp per line" in table
+        for side in ("llama_cpp", "engine"):
+            assert race[side]["p50_ms"] > 0 and race[side]["mean_tokens"] >= 0
 
 
 class StatusOnly:

@@ -194,10 +194,13 @@ def versus_autoregressive(
     }
 
 
-def versus_llama_cpp(engine: InfillEngine, new_tokens: int = 32) -> dict[str, Any]:
+def versus_llama_cpp(
+    engine: InfillEngine, new_tokens: int = 32, lines: int = 12
+) -> dict[str, Any]:
     """The peer a CPU user would pick instead: llama.cpp (llama-cpp-python) running
     the same base GGUF left to right, on the same prompt, against this engine, in
-    one run: ms per token written and ms for the fill.
+    one run: ms per token written and ms for the fill; then, on `lines` line holes
+    (`concurrency.line_requests`), ms per line, each side cold (`line_race`).
 
     Returns `{"skipped": reason}` when llama-cpp-python is not installed (it is an
     extra: `pip install llama-cpp-python`, built from its sdist) or the base package
@@ -232,6 +235,7 @@ def versus_llama_cpp(engine: InfillEngine, new_tokens: int = 32) -> dict[str, An
                     break
 
         llama_ms = median_ms(generate, 3, engine.placement)
+        per_line = line_race(engine, llm, lines)
     results = []
 
     def fill() -> None:
@@ -250,7 +254,59 @@ def versus_llama_cpp(engine: InfillEngine, new_tokens: int = 32) -> dict[str, An
         "engine_tokens": written,
         "engine_ms_per_token": engine_ms / written,
         "ratio_per_token": (engine_ms / written) / (llama_ms / new_tokens),
+        "lines": per_line,
     }
+
+
+def line_race(engine: InfillEngine, llm: Any, count: int) -> dict[str, Any]:
+    """Line fills, cold, by the engine (its settings, prefix and suffix) and by
+    llama.cpp greedy from the prefix alone to its first line break, as llama.vim
+    asks (its last 576 tokens, about what the engine's prompt keeps). Per side: the
+    median ms of a line, the tokens a line took, and the lines that came back
+    empty, counted apart (an empty answer is not a fast one)."""
+    from infill_engine.tools.concurrency import line_requests
+
+    requests = line_requests(count)
+    sides: dict[str, dict[str, list[float]]] = {
+        side: {"ms": [], "tokens": [], "empty": []} for side in ("llama_cpp", "engine")
+    }
+    for request in requests:
+        text = request.prefix[-576 * 8 :].encode("utf-8")
+        prompt = llm.tokenize(text, add_bos=True)
+        prompt = prompt[:1] + prompt[1:][-576:]
+        llm.reset()
+        started = time.perf_counter()
+        written = b""
+        made = 0
+        for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
+            made += 1
+            if token == llm.token_eos():
+                break
+            written += llm.detokenize([token])
+            if b"\n" in written or made >= 48:
+                break
+        sides["llama_cpp"]["ms"].append((time.perf_counter() - started) * 1000)
+        sides["llama_cpp"]["tokens"].append(made)
+        line = written.decode("utf-8", "replace").split("\n", 1)[0]
+        sides["llama_cpp"]["empty"].append(not line.strip())
+        engine.denoiser._store.clear()
+        sync(engine.placement)
+        started = time.perf_counter()
+        result = engine.fill(request)
+        sync(engine.placement)
+        sides["engine"]["ms"].append((time.perf_counter() - started) * 1000)
+        best = result.candidates[0] if result.candidates else None
+        sides["engine"]["tokens"].append(best.tokens if best else 0)
+        sides["engine"]["empty"].append(not result.text.split("\n", 1)[0].strip())
+    out: dict[str, Any] = {"lines": len(requests)}
+    for side, got in sides.items():
+        out[side] = {
+            "p50_ms": statistics.median(got["ms"]),
+            "mean_tokens": statistics.fmean(got["tokens"]),
+            "empty": int(sum(got["empty"])),
+        }
+    out["ratio_p50"] = out["engine"]["p50_ms"] / out["llama_cpp"]["p50_ms"]
+    return out
 
 
 def format_report(report: dict) -> str:
@@ -294,6 +350,26 @@ def format_report(report: dict) -> str:
             f"| {lc['engine_ms_per_token']:.1f} |",
             f"| engine / llama.cpp per token | {lc['ratio_per_token']:.2f} | | |",
         ]
+        race = lc.get("lines")
+        if race:
+            lines += [
+                "",
+                f"| {race['lines']} line holes, cold, 1 line each | p50 ms "
+                "| tokens a line | empty |",
+                "| --- | --- | --- | --- |",
+            ]
+            for side, label in (
+                ("llama_cpp", "llama.cpp, left to right, prefix only"),
+                ("engine", "this engine, prefix and suffix"),
+            ):
+                r = race[side]
+                lines.append(
+                    f"| {label} | {r['p50_ms']:.0f} | {r['mean_tokens']:.1f} "
+                    f"| {r['empty']} |"
+                )
+            lines.append(
+                f"| engine / llama.cpp per line | {race['ratio_p50']:.2f} | | |"
+            )
     line = report.get("lsp", {}).get("single-line", {})
     if line.get("requests"):
         tokens = line["steps"] * line["tokens_per_forward"]
