@@ -559,7 +559,10 @@ class InfillServer(LanguageServer):
             return None
         from infill_engine.engine import InfillRequest  # loaded with the engine
 
-        config = engine.config.with_overrides(max_steps=self.settings.max_steps or None)
+        config = engine.config.with_overrides(
+            max_steps=self.settings.max_steps or None,
+            fallback_alternatives=None if falls_back(ctx, must_parse) else 1,
+        )
         read_context = self.cross_context(snap, ctx)
         request = InfillRequest(
             ctx.prefix,
@@ -728,6 +731,18 @@ class InfillServer(LanguageServer):
 
         self._background.add(job)
         job.add_done_callback(done)
+
+
+def falls_back(ctx: InfillContext, must_parse: bool = False) -> bool:
+    """Whether a fill for `ctx` may fall back on the parse check (the model's
+    `fallback_alternatives`): a line with nothing after the cursor on its line, where
+    it was measured (held-out line holes: no exact line lost, 0.7-8.7 points more
+    fills that parse). Elsewhere it is off: through the server (`infill bench`, 2-core
+    CPU) it made mid-line fills 35 % slower at p50 and block fills 4 times slower at
+    p95, with more empty answers in both, and an unseen edit has a deadline."""
+    return (
+        ctx.single_line and not must_parse and not ctx.suffix.split("\n", 1)[0].strip()
+    )
 
 
 def _backend_failed(exc: BaseException) -> bool:

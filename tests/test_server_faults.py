@@ -137,3 +137,41 @@ async def test_a_request_whose_early_fill_went_stale_leaves_the_status_alone(
     assert await waiting is None
     assert server.status() == before
     server.scheduler.close()
+
+
+async def test_only_a_line_at_the_end_of_its_line_falls_back_on_the_parse_check(
+    tiny_model, tiny_tokenizer
+):
+    """The model's `fallback_alternatives` reaches the engine, with the check, for a
+    single-line fill with nothing after the cursor on its line; mid-line, for a
+    block and for an unseen edit it is turned off and nothing is checked."""
+    from infill_engine.core.config import DenoiseConfig
+
+    seen = []
+
+    class Recording(InfillEngine):
+        def fill(self, request, cancel=None, on_step=None):
+            seen.append(request)
+            return super().fill(request, cancel, on_step)
+
+    config = DenoiseConfig(fallback_alternatives=4)
+    engine = Recording(
+        tiny_model, tiny_tokenizer, resolve("cpu"), config=config, span_lengths=(8,)
+    )
+    server = create_server(engine=engine)
+    server.show = lambda kind, message: None
+    server.notify_status = lambda: None
+    text = "def f(x):\n    y = x + 1\n    return y\n\n\nclass A:\n"
+    snap = server.store.open("file:///a.py", "python", 1, text)
+    at_end = context.at_cursor(snap, text.index("x + 1") + 5, None)
+    mid_line = context.at_cursor(snap, text.index("x + 1"), None)
+    block = context.at_cursor(snap, len(text), None)
+    assert at_end.single_line and mid_line.single_line and not block.single_line
+    for ctx in (at_end, mid_line, block):
+        await server.infill(snap, ctx, key=snap.uri)
+    await server.fill_span(snap, at_end, snap.uri, must_parse=True)
+    fallbacks = [r.config.fallback_alternatives for r in seen]
+    assert fallbacks == [4, 1, 1, 1]
+    assert seen[0].validate is not None and not seen[0].validate("(((")
+    assert all(r.validate is None for r in seen[1:])
+    server.scheduler.close()
