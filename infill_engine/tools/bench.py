@@ -260,10 +260,11 @@ def versus_llama_cpp(
 
 def line_race(engine: InfillEngine, llm: Any, count: int) -> dict[str, Any]:
     """Line fills, cold, by the engine (its settings, prefix and suffix) and by
-    llama.cpp greedy from the prefix alone to its first line break, as llama.vim
-    asks (its last 576 tokens, about what the engine's prompt keeps). Per side: the
-    median ms of a line, the tokens a line took, and the lines that came back
-    empty, counted apart (an empty answer is not a fast one)."""
+    llama.cpp greedy from the prefix alone to its first line break, the way a base
+    without infill tokens runs there (its last 576 tokens, about what the engine's
+    prompt keeps). Per side: the median ms of a line, the tokens a line took, and
+    the lines that came back empty, counted apart (an empty answer is not a fast
+    one)."""
     from infill_engine.tools.concurrency import line_requests
 
     requests = line_requests(count)
