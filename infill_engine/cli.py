@@ -412,6 +412,11 @@ def run_fill(args: argparse.Namespace) -> int:
             greedy=args.greedy or None,
             schedule=args.schedule,
             refresh_every=args.refresh_every,
+            # The gate checks the raw middle, which for a span that runs into the
+            # suffix ends with the suffix's next line begun: it would reject the
+            # right fill and fall back to a worse one. The fallback is measured for
+            # line ends only, where the language server alone asks for it.
+            fallback_alternatives=1,
         )
         request = InfillRequest(
             text[:start], text[end:], args.span, config, validate=validate

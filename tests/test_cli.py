@@ -412,3 +412,34 @@ def test_a_file_without_a_grammar_is_not_gated_and_an_unknown_language_is_refuse
     assert proc.returncode == 2
     assert "no grammar for --language 'cobol'" in proc.stderr
     assert "python" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fill_keeps_the_floors_greedy_fill_where_the_model_would_fall_back(
+    tmp_path, tiny_tokenizer
+):
+    """A model that falls back on the parse check (`fallback_alternatives` in its
+    infill.json) still gets the greedy fill from `infill fill`: the gate checks the
+    raw middle, whose end may begin the suffix's next line, so a fallback there swapped
+    the demo's right line for a worse one (regression)."""
+    from conftest import checkpoint, tiny_gemma3
+
+    from infill_engine.model.convert import from_gemma3
+
+    causal = tiny_gemma3(len(tiny_tokenizer), seed=1)
+    ids = torch.randint(3, len(tiny_tokenizer), (1, 48))
+    converted = from_gemma3(causal, ids, canvas_length=32)
+    converted.config.readout_shift = 1
+    converted.config.mask_token_id = 3
+    model_dir = checkpoint(converted, tiny_tokenizer, tmp_path / "floor-model")
+    source = tmp_path / "ex.py"
+    source.write_text(EXAMPLE)
+    args = ["fill", str(source), "--line", "5", "--col", "12", "--span", "8"]
+    fills = []
+    for extra in ({}, {"fallback_alternatives": 4}):
+        denoise = {"decoding": "floor", "greedy": True} | extra
+        (model_dir / "infill.json").write_text(json.dumps({"denoise": denoise}))
+        proc = run(*args, "--model", str(model_dir), "--device", "cpu", "--json")
+        assert proc.returncode in (0, 3), proc.stderr
+        result = json.loads(proc.stdout)
+        fills.append((result["text"], [c["text"] for c in result["candidates"]]))
+    assert fills[1] == fills[0]
