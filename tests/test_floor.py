@@ -307,8 +307,9 @@ def test_compare_fills_with_the_servers_check_where_the_fallback_is_on(
     pair, tiny_tokenizer, monkeypatch
 ):
     """`compare`'s engine rows ask as the server asks: with the fallback on, the
-    request carries the parse check of the hole's language, and a line it rejects
-    is replaced; with the fallback off, no check is built."""
+    request carries the parse check of the hole's language (the line-end check at a
+    line end), and a line it rejects is replaced; with the fallback off, no check is
+    built."""
     from infill_engine.data.holes import Hole
     from infill_engine.evals import compare
     from infill_engine.tools import grammars
@@ -318,10 +319,10 @@ def test_compare_fills_with_the_servers_check_where_the_fallback_is_on(
     plain = engine_for(converted, tiny_tokenizer)
     monkeypatch.setitem(compare._ENGINES, "plain", plain)
     greedy = compare.first_line(compare.engine_filler("plain")(hole, "go"))
-    asked: list[str] = []
+    asked: list[tuple[str, bool]] = []
 
-    def fill_check(language, prefix, suffix, clean):
-        asked.append(language)
+    def fill_check(language, prefix, suffix, clean, line_end=False):
+        asked.append((language, line_end))
         assert (prefix, suffix) == (hole.prefix, hole.suffix)
         return lambda raw: clean(raw) != greedy
 
@@ -331,4 +332,4 @@ def test_compare_fills_with_the_servers_check_where_the_fallback_is_on(
     falling = engine_for(converted, tiny_tokenizer, fallback_alternatives=4)
     monkeypatch.setitem(compare._ENGINES, "falling", falling)
     assert compare.first_line(compare.engine_filler("falling")(hole, "go")) != greedy
-    assert asked == ["go"]
+    assert asked == [("go", not SUFFIX.split("\n", 1)[0].strip())]

@@ -1,5 +1,12 @@
 from lsp_server.context import InfillContext
-from lsp_server.postprocess import NO_PARSE, NOTHING, clean, parsing_fill, validator
+from lsp_server.postprocess import (
+    NO_PARSE,
+    NOTHING,
+    clean,
+    line_end_fill,
+    parsing_fill,
+    validator,
+)
 
 
 def ctx(kind, prefix="", suffix="", indent=""):
@@ -56,3 +63,35 @@ def test_an_unseen_fill_is_the_first_candidate_that_parses():
     assert parsing_fill("python", c, ["try", "while"]) == ("", NO_PARSE)
     assert parsing_fill("python", c, [" ", ""]) == ("", NOTHING)
     assert parsing_fill("zig", c, ["try"]) == ("try", "")  # no grammar: no opinion
+
+
+def test_at_a_line_end_a_line_must_leave_its_statement_parsing():
+    """`x + 1 +` adds no error to a hole that already had one on its line, so the
+    plain check passes it; at a line end it must leave none there."""
+    c = ctx("line", prefix="def f(x):\n    y = x + ", suffix="\n    return y\n")
+    for broken in ("1 +", "["):
+        assert validator("python", c)(broken)
+        assert not validator("python", c, line_end=True)(broken)
+    assert validator("python", c, line_end=True)("1")
+
+
+def test_the_line_end_check_ignores_errors_elsewhere_in_the_context():
+    c = ctx(
+        "line",
+        prefix="def g(:\n    pass\n\n\ndef f(x):\n    y = ",
+        suffix="\n    return y\n",
+    )
+    assert validator("python", c, line_end=True)("x + 1")
+    assert not validator("python", c, line_end=True)("x +")
+
+
+def test_a_line_end_shows_a_passing_line_a_cut_of_one_or_nothing():
+    c = ctx("line", prefix="y = f(", suffix="\n    b)\nz = 1\n")
+    passes = validator("python", c, line_end=True)
+    # the first candidate that passes, skipping one that cleans to nothing
+    assert line_end_fill(passes, c, [" ", "a,", "a, c,"]) == "a,"
+    # none passes whole: cut where the suffix takes over (`b)` is already below)
+    assert line_end_fill(passes, c, ["a, b)", "a + b)"]) == "a,"
+    # no cut passes either: nothing, rather than a line that breaks the code
+    assert line_end_fill(passes, c, ["((", ")))"]) == ""
+    assert line_end_fill(validator("zig", c, True), c, ["(("]) == "(("

@@ -175,3 +175,42 @@ async def test_only_a_line_at_the_end_of_its_line_falls_back_on_the_parse_check(
     assert seen[0].validate is not None and not seen[0].validate("(((")
     assert all(r.validate is None for r in seen[1:])
     server.scheduler.close()
+
+
+async def test_a_line_end_shows_no_line_that_leaves_its_statement_broken(
+    tiny_model, tiny_tokenizer
+):
+    """At a line end (where the model falls back on the parse check) a candidate
+    that leaves its line broken is not shown, and the first that passes is; mid-line,
+    where nothing is checked, the engine's first candidate is shown as it was."""
+    from infill_engine.core.config import DenoiseConfig
+    from infill_engine.engine import Candidate, InfillResult, Timings
+
+    lines: list[tuple[str, ...]] = []
+
+    class Fixed(InfillEngine):
+        def fill(self, request, cancel=None, on_step=None):
+            texts = lines[-1]
+            rows = [
+                Candidate(t, 8, 0.0, True, False, 2, i) for i, t in enumerate(texts)
+            ]
+            return InfillResult.best_of(rows, 1, Timings())
+
+    config = DenoiseConfig(fallback_alternatives=4)
+    engine = Fixed(
+        tiny_model, tiny_tokenizer, resolve("cpu"), config=config, span_lengths=(8,)
+    )
+    server = create_server(engine=engine)
+    server.show = lambda kind, message: None
+    server.notify_status = lambda: None
+    text = "def f(x):\n    y = x + \n    return y\n"  # being typed
+    snap = server.store.open("file:///a.py", "python", 1, text)
+    at_end = context.at_cursor(snap, text.index("x + ") + 4, None)  # `y = x + |`
+    mid_line = context.at_cursor(snap, text.index("x + "), None)  # `y = |x + `
+    lines.append(("2 +",))
+    assert await server.infill(snap, at_end, key=snap.uri) == ""
+    lines.append(("2 +", "[", "2"))
+    assert await server.infill(snap, at_end, key=snap.uri) == "2"
+    lines.append(("2 +",))
+    assert await server.infill(snap, mid_line, key=snap.uri) == "2 +"
+    server.scheduler.close()

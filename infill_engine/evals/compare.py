@@ -13,10 +13,12 @@ line from a random column, or the whole line after its indent, as when the curso
 at the end of what has been typed. Each hole is filled by:
 
 - **engine**: the model under test through the engine with its shipped settings,
-  seeing prefix and suffix, as the language server asks for a line;
+  seeing prefix and suffix, as the language server asks for a line, and what the
+  server would show of it (with the parse-check fallback on, at a line end: the
+  first candidate that leaves the line parsing, a cut of one, or nothing);
 - **floor**: the same engine decoding with the left-to-right floor alone (one row,
-  no rerank, no fallback on a failed parse check); the engine's own figures where
-  its settings are that already;
+  no rerank, no fallback on a failed parse check, no line-end check: its greedy line
+  as it is); the engine's own figures where its settings are that already;
 - **left-to-right**: the same base, Gemma 3 270M as published (unconverted, no
   adapter, its whole vocabulary), decoding greedily from the prefix alone to the end
   of the line, with the last 576 prefix tokens;
@@ -27,8 +29,9 @@ at the end of what has been typed. Each hole is filled by:
 
 Per system and set: exact match (the fill's first line, trailing space stripped, is
 the rest of the line), parses (the file with that line inserted still parses, by
-Python's parser or the language's tree-sitter grammar), empty (nothing before the
-line ends: no suggestion at a line end) and the median latency.
+Python's parser or the language's tree-sitter grammar), parses of the fills shown
+(the same, over the fills that are not empty), empty (nothing before the line ends:
+no suggestion at a line end) and the median latency.
 
 `--tune-rerank` measures the floor's suffix-aware rerank at several margins on line
 holes of the *training* files, where its margin is chosen; the held-out sets are
@@ -111,9 +114,10 @@ def first_line(text: str) -> str:
 def score(
     holes: Sequence[Hole], fill: Filler, languages: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Exact match, parse and empty rates and latency of `fill` over `holes`;
+    """Exact match, parse and empty rates and latency of `fill` over `holes`, and the
+    parse rate of the fills that are not empty (what a user is shown);
     `languages[i]` is hole i's language (default: all Python)."""
-    exact = parsed = empty = 0
+    exact = parsed = empty = shown_parsing = 0
     latencies = []
     examples: list[dict[str, str]] = []
     for i, hole in enumerate(holes):
@@ -123,8 +127,10 @@ def score(
         line = first_line(fill(hole, language))
         latencies.append((time.perf_counter() - started) * 1000)
         exact += line == hole.middle.rstrip()
-        parsed += check(hole.prefix + line + hole.suffix)
+        parses = check(hole.prefix + line + hole.suffix)
+        parsed += parses
         empty += not line.strip()
+        shown_parsing += parses and bool(line.strip())
         if len(examples) < 5:
             examples.append({"want": hole.middle.rstrip(), "got": line})
     n = len(holes)
@@ -132,6 +138,7 @@ def score(
         "holes": n,
         "exact_match": round(exact / n, 4),
         "parses": round(parsed / n, 4),
+        "parses_shown": round(shown_parsing / max(n - empty, 1), 4),
         "empty": round(empty / n, 4),
         "latency_ms_p50": round(statistics.median(latencies), 1),
         "examples": examples,
@@ -142,7 +149,9 @@ def engine_filler(path: str, **overrides: Any) -> Filler:
     """Fills through the engine with the checkpoint at `path`, a line span;
     `overrides` change its denoising settings (e.g. the floor alone). Where those
     settings fall back on a failed parse check (`fallback_alternatives`), the request
-    carries the language server's check: the line adds no syntax error to the file."""
+    carries the language server's check, and what lands is what the server shows: at
+    a line end, the first candidate that leaves the line parsing, a cut of one, or
+    nothing (`grammars.line_end_fill`)."""
     from infill_engine import InfillRequest
     from infill_engine.core.spans import LINE_SPAN_LENGTHS
     from infill_engine.tools import grammars
@@ -153,10 +162,11 @@ def engine_filler(path: str, **overrides: Any) -> Filler:
     checked = settings.fallback_alternatives > settings.alternatives
 
     def fill(hole: Hole, language: str) -> str:
+        line_end = not hole.suffix.split("\n", 1)[0].strip()
         validate = None
         if checked:
             validate = grammars.fill_check(
-                language, hole.prefix, hole.suffix, first_line
+                language, hole.prefix, hole.suffix, first_line, line_end=line_end
             )
         request = InfillRequest(
             hole.prefix,
@@ -166,7 +176,11 @@ def engine_filler(path: str, **overrides: Any) -> Filler:
             validate=validate,
             single_line=True,
         )
-        return engine.fill(request).text
+        result = engine.fill(request)
+        if validate is None or not line_end:
+            return result.text
+        lines = [first_line(c.text) for c in result.candidates] or [result.text]
+        return grammars.line_end_fill(validate, lines)
 
     return fill
 
@@ -330,13 +344,14 @@ def compare(
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as a table: one row per set and system."""
-    header = "| set | system | exact match | parses | empty | p50 ms |"
-    rows = [header, "|---" * 6 + "|"]
+    header = "| set | system | exact match | parses | parses, shown | empty | p50 ms |"
+    rows = [header, "|---" * 7 + "|"]
     for name, systems in report["sets"].items():
         for system, r in systems.items():
             rows.append(
                 f"| {name} ({r['holes']}) | {system} | {r['exact_match']:.0%} | "
-                f"{r['parses']:.0%} | {r['empty']:.0%} | {r['latency_ms_p50']:.0f} |"
+                f"{r['parses']:.0%} | {r['parses_shown']:.0%} | {r['empty']:.0%} | "
+                f"{r['latency_ms_p50']:.0f} |"
             )
     return "\n".join(rows)
 
