@@ -56,9 +56,12 @@ import torch
 from infill_engine.data.corpus import DEFAULT_DATA, SourceFile, load_split
 from infill_engine.data.holes import Hole, cut_line
 from infill_engine.evals.evaluate import parses
+from infill_engine.tools.progress import Phases
 
 MAX_LINE_TOKENS = 48
 SETS = ("heldout", "independent", "polyglot")
+# A bar per set and system on stderr; every filled hole steps it.
+PHASES = Phases(" hole")
 
 Filler = Callable[[Hole, str], str]  # (hole, its language's tree-sitter id) -> fill
 Parses = Callable[[str], bool]
@@ -133,6 +136,7 @@ def score(
         shown_parsing += parses and bool(line.strip())
         if len(examples) < 5:
             examples.append({"want": hole.middle.rstrip(), "got": line})
+        PHASES.step()
     n = len(holes)
     return {
         "holes": n,
@@ -334,9 +338,11 @@ def compare(
     for name in sets:
         drawn = set_holes(data, name, n, seed)
         holes, languages = [h for h, _ in drawn], [lang for _, lang in drawn]
-        report["sets"][name] = {
-            system: score(holes, fill, languages) for system, fill in systems.items()
-        }
+        report["sets"][name] = {}
+        for system, fill in systems.items():
+            PHASES.start(f"{name}: {system}", len(holes))
+            report["sets"][name][system] = score(holes, fill, languages)
+        PHASES.close()
         if floor_alone:
             report["sets"][name]["floor"] = report["sets"][name]["engine"]
     return report
