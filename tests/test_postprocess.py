@@ -95,3 +95,21 @@ def test_a_line_end_shows_a_passing_line_a_cut_of_one_or_nothing():
     # no cut passes either: nothing, rather than a line that breaks the code
     assert line_end_fill(passes, c, ["((", ")))"]) == ""
     assert line_end_fill(validator("zig", c, True), c, ["(("]) == "(("
+
+
+def test_a_window_begun_inside_a_docstring_still_gets_its_line():
+    """A context window that starts inside a docstring parses as one error around
+    the cursor whatever the line holds; the line-end check then says only what the
+    plain one says, instead of rejecting every line (regression: in a long file,
+    every keystroke after such a cut was left without a suggestion)."""
+    head = (
+        'for two inputs:\n\n>>> x = [1, 2, 3]\n"""\n\nimport math\n\n\n'
+        'def g(data):\n    """Return the mean of data.\n\n    >>> g([1, 2])\n'
+        '    1.5\n    """\n    return sum(data)\n\n\n'
+    )
+    c = ctx(
+        "line",
+        prefix=head + "def f(x):\n    y = ",
+        suffix='\n    return y\n\n\ndef h(x):\n    """Return x."""\n    return x\n',
+    )
+    assert validator("python", c, line_end=True)("x + 1")

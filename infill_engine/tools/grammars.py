@@ -96,6 +96,21 @@ def errors_between(tree: ts.Tree | None, start: int, end: int) -> int:
     return count
 
 
+def encloses_error(tree: ts.Tree | None, start: int, end: int) -> bool:
+    """Whether an ERROR node spans past both ends of bytes `start` to `end`: the
+    parse is broken around them whatever they hold (a context window that begins
+    inside a string parses so)."""
+    stack = [tree.root_node] if tree is not None else []
+    while stack:
+        node = stack.pop()
+        if node.start_byte >= start or node.end_byte <= end:
+            continue
+        if node.is_error:
+            return True
+        stack.extend(c for c in node.children if c.has_error)
+    return False
+
+
 def fill_check(
     language_id: str,
     prefix: str,
@@ -108,8 +123,10 @@ def fill_check(
     end of a line) it must also leave none from the cursor's line to the next line
     with code: a line that leaves its own statement broken fails even where the hole
     without it was already broken there, and an error elsewhere in the context does
-    not count against it. The hole without a fill is parsed once, here. Languages
-    without a grammar (and texts too large to parse) accept every fill."""
+    not count against it; where an error encloses that stretch before any fill (a
+    context window begun inside a string), only the count applies. The hole without
+    a fill is parsed once, here. Languages without a grammar (and texts too large to
+    parse) accept every fill."""
     before = parse(language_id, prefix + suffix)
     if before is None:
         return lambda raw: True
@@ -117,6 +134,10 @@ def fill_check(
     line_start = len(prefix[: prefix.rfind("\n") + 1].encode("utf-8", "surrogatepass"))
     following = len(_through_next_code_line(suffix).encode("utf-8", "surrogatepass"))
     cursor = len(prefix.encode("utf-8", "surrogatepass"))
+
+    # Where the parse is broken around the line whatever it holds, only the count
+    # says anything.
+    line_end = line_end and not encloses_error(before, line_start, cursor + following)
 
     def parses_as_well(raw: str) -> bool:
         fill = clean(raw)
