@@ -31,6 +31,17 @@ class FlakyEngine(InfillEngine):
         return super().fill(request, cancel, on_step)
 
 
+def falling_back(engine_class, model, tokenizer):
+    """An engine of `engine_class` whose model falls back on the parse check, as the
+    default model's `infill.json` says."""
+    from infill_engine.core.config import DenoiseConfig
+
+    config = DenoiseConfig(fallback_alternatives=4)
+    return engine_class(
+        model, tokenizer, resolve("cpu"), config=config, span_lengths=(8,)
+    )
+
+
 def prepared(engine):
     server = create_server(engine=engine)
     shown = []
@@ -145,8 +156,6 @@ async def test_only_a_line_at_the_end_of_its_line_falls_back_on_the_parse_check(
     """The model's `fallback_alternatives` reaches the engine, with the check, for a
     single-line fill with nothing after the cursor on its line; mid-line, for a
     block and for an unseen edit it is turned off and nothing is checked."""
-    from infill_engine.core.config import DenoiseConfig
-
     seen = []
 
     class Recording(InfillEngine):
@@ -154,13 +163,7 @@ async def test_only_a_line_at_the_end_of_its_line_falls_back_on_the_parse_check(
             seen.append(request)
             return super().fill(request, cancel, on_step)
 
-    config = DenoiseConfig(fallback_alternatives=4)
-    engine = Recording(
-        tiny_model, tiny_tokenizer, resolve("cpu"), config=config, span_lengths=(8,)
-    )
-    server = create_server(engine=engine)
-    server.show = lambda kind, message: None
-    server.notify_status = lambda: None
+    server, *_ = prepared(falling_back(Recording, tiny_model, tiny_tokenizer))
     text = "def f(x):\n    y = x + 1\n    return y\n\n\nclass A:\n"
     snap = server.store.open("file:///a.py", "python", 1, text)
     at_end = context.at_cursor(snap, text.index("x + 1") + 5, None)
@@ -183,7 +186,6 @@ async def test_a_line_end_shows_no_line_that_leaves_its_statement_broken(
     """At a line end (where the model falls back on the parse check) a candidate
     that leaves its line broken is not shown, and the first that passes is; mid-line,
     where nothing is checked, the engine's first candidate is shown as it was."""
-    from infill_engine.core.config import DenoiseConfig
     from infill_engine.engine import Candidate, InfillResult, Timings
 
     lines: list[tuple[str, ...]] = []
@@ -196,13 +198,7 @@ async def test_a_line_end_shows_no_line_that_leaves_its_statement_broken(
             ]
             return InfillResult.best_of(rows, 1, Timings())
 
-    config = DenoiseConfig(fallback_alternatives=4)
-    engine = Fixed(
-        tiny_model, tiny_tokenizer, resolve("cpu"), config=config, span_lengths=(8,)
-    )
-    server = create_server(engine=engine)
-    server.show = lambda kind, message: None
-    server.notify_status = lambda: None
+    server, *_ = prepared(falling_back(Fixed, tiny_model, tiny_tokenizer))
     text = "def f(x):\n    y = x + \n    return y\n"  # being typed
     snap = server.store.open("file:///a.py", "python", 1, text)
     at_end = context.at_cursor(snap, text.index("x + ") + 4, None)  # `y = x + |`

@@ -70,15 +70,7 @@ def parse(language_id: str, text: str) -> ts.Tree | None:
 
 def error_count(tree: ts.Tree | None) -> int:
     """ERROR and MISSING nodes in a tree (0 for no tree)."""
-    if tree is None:
-        return 0
-    count, stack = 0, [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.is_error or node.is_missing:
-            count += 1
-        stack.extend(c for c in node.children if c.has_error or c.is_missing)
-    return count
+    return errors_between(tree, 0, tree.root_node.end_byte) if tree else 0
 
 
 def errors_between(tree: ts.Tree | None, start: int, end: int) -> int:
